@@ -1,0 +1,3 @@
+from fastccfs.cli import main
+
+raise SystemExit(main())

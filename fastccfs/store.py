@@ -1,0 +1,254 @@
+"""The Store: the one decoded, canonical form of a dataset split, and `convert` that writes it.
+
+A store is a folder `CACHE/<dataset>/<split>/` with
+  images.npy  uint8 N×H×W×3 (memory-mapped on open),
+  labels.npy  int64 N,
+  meta.json   dataset, split, classes, class names, mean/std, source fingerprint, format version.
+Index i of a store is index i of the dataset's canonical order everywhere (scores, selections, runs).
+Each split is written into a temporary folder and renamed into place, so a store is either complete
+or absent; it is reused while the fingerprint of its input (paths, sizes, mtimes, options) matches.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fastccfs import datasets
+from fastccfs.errors import UserError
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "test")
+# Below this many images a process pool costs more than it saves.
+_INLINE_DECODE = 2000
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("FASTCCFS_CACHE") or Path.home() / ".cache" / "fastccfs")
+
+
+@dataclass
+class Store:
+    path: Path
+    images: np.ndarray  # uint8 N×H×W×3, memory-mapped
+    labels: np.ndarray  # int64 N
+    meta: dict
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Store":
+        path = Path(path)
+        files = [path / n for n in ("images.npy", "labels.npy", "meta.json")]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise UserError(f"{path} is not a fastccfs store (missing {', '.join(missing)}): run `fastccfs convert` first")
+        meta = json.loads(files[2].read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"{path} was written by another fastccfs version: run `fastccfs convert` again")
+        images = np.load(files[0], mmap_mode="r")
+        labels = np.load(files[1])
+        if len(images) != len(labels) or images.ndim != 4 or images.shape[3] != 3:
+            raise UserError(f"{path}: images {images.shape} and labels {labels.shape} disagree: delete it and convert again")
+        return cls(path, images, labels, meta)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["classes"])
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return tuple(self.meta["mean"])
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return tuple(self.meta["std"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[1:3])
+
+
+def find_store(source: str | os.PathLike, split: str = "train", cache: str | os.PathLike | None = None) -> Store:
+    """A store given by its folder, by a dataset folder holding split folders, or by a converted dataset's name."""
+    path = Path(source)
+    for candidate in (path, path / split, Path(cache or default_cache()) / str(source) / split):
+        if (candidate / "meta.json").is_file():
+            return Store.open(candidate)
+    raise UserError(
+        f"no store for {source!r} (split {split}) as a folder or under {cache or default_cache()}: "
+        f"run `fastccfs convert {source} --root DIR` first"
+    )
+
+
+def convert(
+    dataset: str,
+    root: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    download: bool = False,
+    size: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Store]:
+    """Write (or find up to date) the train and test stores of DATASET; returns them by split."""
+    source = datasets.locate(dataset, root, download)
+    fingerprint = source.fingerprint({"size": size, "format": FORMAT_VERSION})
+    out = Path(cache or default_cache()) / source.name
+    if all(_up_to_date(out / split, fingerprint) for split in SPLITS):
+        return {split: Store.open(out / split) for split in SPLITS}
+
+    raw = datasets.read(source)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    shape = None  # every split shares the train images' H×W
+    mean, std = raw.mean, raw.std
+    stores = {}
+    for split in SPLITS:
+        part = raw.splits[split]
+        tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{split}.tmp-"))
+        try:
+            images = _write_images(tmp / "images.npy", part, shape, size, workers, f"{source.name}/{split}", progress)
+            shape = images.shape[1:]
+            if mean is None:  # a user dataset: statistics of its train split
+                mean, std = _channel_stats(images)
+            np.save(tmp / "labels.npy", part.labels.astype(np.int64))
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "dataset": source.name,
+                "split": split,
+                "source_split": part.source_split,
+                "source": str(source.path.resolve()),
+                "fingerprint": fingerprint,
+                "num_samples": len(part),
+                "image_shape": list(shape),
+                "classes": raw.classes,
+                "class_names": raw.class_names,
+                "mean": [float(v) for v in mean],
+                "std": [float(v) for v in std],
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            del images  # close the memmap before the rename
+            _replace_dir(tmp, out / split)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        stores[split] = Store.open(out / split)
+    return stores
+
+
+def _up_to_date(path: Path, fingerprint: str) -> bool:
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        meta.get("fingerprint") == fingerprint
+        and meta.get("format_version") == FORMAT_VERSION
+        and (path / "images.npy").is_file()
+        and (path / "labels.npy").is_file()
+    )
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Put NEW at FINAL; an older FINAL is moved aside first and removed after."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+        os.replace(final, old / final.name)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    for start in range(0, len(images), 4096):
+        x = np.asarray(images[start : start + 4096], dtype=np.float64) / 255.0
+        total += x.sum(axis=(0, 1, 2))
+        total_sq += (x * x).sum(axis=(0, 1, 2))
+    count = images.shape[0] * images.shape[1] * images.shape[2]
+    mean = total / count
+    return list(mean), list(np.sqrt(np.maximum(total_sq / count - mean * mean, 0)))
+
+
+def _write_images(path, part, shape, size, workers, desc, progress) -> np.ndarray:
+    from tqdm import tqdm
+
+    if part.pixels is not None:
+        if shape is not None and part.pixels.shape[1:] != shape:
+            raise UserError(f"{desc}: images are {part.pixels.shape[1:]} but the train split's are {shape}")
+        images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=part.pixels.shape)
+        images[:] = part.pixels
+        images.flush()
+        return images
+
+    if shape is None:  # the first image fixes H×W for the dataset (unless --size resizes all)
+        zf = zipfile.ZipFile(part.archive) if part.archive else None
+        shape = datasets.decode(datasets.read_bytes(part.files[0], zf), _where(part.archive, part.files[0]), size).shape
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(part), *shape))
+    n = len(part.files)
+    with tqdm(total=n, desc=f"convert {desc}", unit="img", disable=not progress) as bar:
+        if n < _INLINE_DECODE or workers == 1:
+            _decode_into(images, 0, part.files, part.archive, size, shape, bar.update)
+        else:
+            step = max(256, n // (workers * 8))
+            jobs = [(str(path), s, part.files[s : s + step], part.archive, size, shape) for s in range(0, n, step)]
+            # fork: workers inherit the imported modules and start in milliseconds.
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                futures = {pool.submit(_decode_job, job) for job in jobs}
+                while futures:
+                    done, futures = wait(futures, return_when=FIRST_EXCEPTION)
+                    for f in done:
+                        if f.exception() is not None:
+                            for other in futures:
+                                other.cancel()
+                            raise f.exception()
+                        bar.update(f.result())
+    images.flush()
+    return images
+
+
+def _where(archive: str | None, file: str) -> str:
+    return f"{archive}:{file}" if archive else file
+
+
+def _decode_into(images, start, files, archive, size, shape, report=None) -> int:
+    zf = zipfile.ZipFile(archive) if archive else None
+    for k, file in enumerate(files):
+        where = _where(archive, file)
+        img = datasets.decode(datasets.read_bytes(file, zf), where, size)
+        if img.shape != tuple(shape):
+            raise UserError(
+                f"{where} is {img.shape[1]}×{img.shape[0]} but the dataset's images are {shape[1]}×{shape[0]}: "
+                "pass --size N to resize every image to N×N"
+            )
+        images[start + k] = img
+        if report is not None and k % 256 == 255:
+            report(256)
+    if report is not None:
+        report(len(files) % 256)
+    return len(files)
+
+
+def _decode_job(job) -> int:
+    path, start, files, archive, size, shape = job
+    images = np.load(path, mmap_mode="r+")
+    _decode_into(images, start, files, archive, size, shape)
+    images.flush()
+    return len(files)

@@ -1,0 +1,23 @@
+from setuptools import setup
+
+setup(
+    name="fastccfs",
+    version="0.1.0",
+    description="Fast Curriculum Coarse-to-Fine Selection (CCFS) for high-IPC dataset distillation",
+    python_requires=">=3.11",
+    # configs/ (the per-dataset YAML) is installed as the package data fastccfs/configs.
+    packages=["fastccfs", "fastccfs.loaders", "fastccfs.configs", "kernels"],
+    package_dir={"fastccfs.configs": "configs"},
+    package_data={"fastccfs": ["data/*.zip"], "fastccfs.configs": ["*.yaml"]},
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "numpy>=1.24",
+        "numba>=0.59",
+        "Pillow>=10",
+        "PyYAML>=6",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=8", "pytest-benchmark>=4"]},
+    entry_points={"console_scripts": ["fastccfs=fastccfs.cli:main"]},
+)
