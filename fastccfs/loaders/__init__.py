@@ -1,0 +1,81 @@
+"""One loader protocol over every backend: iterate → (x, y, idx).
+
+x: normalised float32/bf16 NCHW channels_last on the target device; y: int64 labels; idx: int64 ids —
+the store index of a real image, and -1 - j for the j-th extra (distilled) image of a synthetic set.
+
+    from fastccfs.loaders import make_loader
+    train = make_loader("cifar10", backend="tensor", batch_size=256, device="cuda")
+    for epoch in range(epochs):
+        for x, y, idx in train: ...
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from fastccfs.errors import UserError
+from fastccfs.store import Store, find_store
+
+BACKENDS = ("tensor", "torch")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def distilled_id(j):
+    """The idx reported for the j-th extra (distilled) image; its inverse is itself."""
+    return -1 - j
+
+
+def synthetic_arrays(store: Store, indices=None, extra_images=None, extra_labels=None):
+    """(images, labels, ids) of a synthetic set: store[indices] followed by the extra images.
+
+    indices None → the whole split (kept memory-mapped; loaders copy what they need).
+    extra_images: uint8 (or float in [0, 1]) N×H×W×3 or N×3×H×W, the store's image size.
+    """
+    from fastccfs.datasets import _as_nhwc_uint8
+
+    if indices is None:
+        images, labels, ids = store.images, store.labels, np.arange(len(store), dtype=np.int64)
+    else:
+        ids = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(store)):
+            raise UserError(f"indices must lie in [0, {len(store)}) for {store.path}; got {ids.min()}..{ids.max()}")
+        images, labels = store.images[ids], store.labels[ids]
+    if extra_images is None:
+        return images, labels, ids
+    extra = _as_nhwc_uint8(np.asarray(torch.as_tensor(extra_images).cpu()), "extra images")
+    extra_labels = np.asarray(torch.as_tensor(extra_labels).cpu(), dtype=np.int64).reshape(-1)
+    if extra.shape[1:] != store.images.shape[1:]:
+        raise UserError(f"extra images are {extra.shape[1:3]} but {store.path} holds {store.images.shape[1:3]} images")
+    if len(extra_labels) != len(extra):
+        raise UserError(f"{len(extra)} extra images but {len(extra_labels)} extra labels")
+    if len(extra_labels) and (extra_labels.min() < 0 or extra_labels.max() >= store.num_classes):
+        raise UserError(f"extra labels must lie in [0, {store.num_classes})")
+    return (np.concatenate([np.asarray(images), extra]), np.concatenate([labels, extra_labels]),
+            np.concatenate([ids, distilled_id(np.arange(len(extra), dtype=np.int64))]))
+
+
+def make_loader(source: str | os.PathLike | Store, split: str = "train", backend: str = "tensor",
+                batch_size: int = 256, augment: bool = True, device=None, indices=None, seed: int = 0,
+                extra_images=None, extra_labels=None, cache=None, **options):
+    """A loader over a store (a Store, its folder, or a converted dataset's name in the cache).
+
+    indices / extra_images / extra_labels make it serve a synthetic set (see synthetic_arrays).
+    augment=False gives the evaluation mode: no augmentation, the stored order, every sample once.
+    options go to the backend: shuffle, drop_last, dtype, rank, world_size, scale, ratio, flip, and for
+    the torch backend num_workers, persistent_workers.
+    """
+    store = source if isinstance(source, Store) else find_store(source, split, cache)
+    images, labels, ids = synthetic_arrays(store, indices, extra_images, extra_labels)
+    if backend == "tensor":
+        from fastccfs.loaders.tensor import TensorLoader as cls
+    elif backend == "torch":
+        from fastccfs.loaders.torch_dataloader import TorchLoader as cls
+    else:
+        raise UserError(f"unknown loader backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    return cls(images, labels, ids, store.mean, store.std, batch_size=batch_size, augment=augment,
+               device=device or default_device(), seed=seed, **options)

@@ -1,0 +1,123 @@
+"""Batch augmentation as plain tensor functions: RandomResizedCrop + horizontal flip + normalise.
+
+The random parameters follow torchvision's RandomResizedCrop.get_params exactly (ten tries of
+area ~ U(scale)·H·W and log-aspect ~ U(log ratio), integer box sizes and offsets, centre-crop fallback),
+vectorised over the batch. They are drawn on the CPU from the caller's generator, so a seed gives the
+same crops on every device. The pixels are then produced in one pass: a numba kernel on the CPU, and
+on other devices two batched matmuls with the (sparse) bilinear interpolation matrices.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+SCALE = (0.08, 1.0)
+RATIO = (3 / 4, 4 / 3)
+
+
+def sample_crop_boxes(n: int, height: int, width: int, generator: torch.Generator,
+                      scale=SCALE, ratio=RATIO, attempts: int = 10) -> torch.Tensor:
+    """(n, 4) int64 [top, left, h, w]: torchvision's RandomResizedCrop distribution, batched."""
+    area = height * width
+    target = area * torch.empty(n, attempts, dtype=torch.float64).uniform_(scale[0], scale[1], generator=generator)
+    log_ratio = torch.empty(n, attempts, dtype=torch.float64).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = torch.exp(log_ratio)
+    w = torch.round(torch.sqrt(target * aspect)).long()  # round half to even, as Python's round()
+    h = torch.round(torch.sqrt(target / aspect)).long()
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = ok.long().argmax(dim=1)  # the first successful try
+    found = ok.any(dim=1)
+    rows = torch.arange(n)
+    h, w = h[rows, first], w[rows, first]
+    u = torch.rand(n, 2, dtype=torch.float64, generator=generator)
+    top = (u[:, 0] * (height - h + 1)).long()
+    left = (u[:, 1] * (width - w + 1)).long()
+
+    # Fallback (no try fitted): the central crop with the aspect ratio clamped into `ratio`.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fw, fh = int(round(height * max(ratio))), height
+    else:
+        fw, fh = width, height
+    h = torch.where(found, h, fh)
+    w = torch.where(found, w, fw)
+    top = torch.where(found, top, (height - fh) // 2)
+    left = torch.where(found, left, (width - fw) // 2)
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def sample_flips(n: int, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    return torch.rand(n, generator=generator) < p
+
+
+def _affine(mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel scale and shift with value = pixel * scale + shift == (pixel/255 - mean) / std."""
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+
+
+def crop_flip_normalize(images: torch.Tensor, rows: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor,
+                        mean, std, dtype=torch.float32) -> torch.Tensor:
+    """images uint8 (N, H, W, 3) on any device → normalised NCHW channels_last batch of images[rows].
+
+    boxes (B, 4) [top, left, h, w] and flips (B,) may live on the CPU. Output size = input size.
+    """
+    if images.device.type == "cpu":
+        from kernels.resample import crop_flip_normalize as kernel
+
+        scale, shift = _affine(mean, std)
+        out = np.empty((len(rows), *images.shape[1:]), np.float32)
+        kernel(images.numpy(), rows.numpy(), boxes.numpy(), flips.numpy(), scale, shift, out)
+        x = torch.from_numpy(out).permute(0, 3, 1, 2)  # NHWC memory = NCHW channels_last
+        return x if dtype == torch.float32 else x.to(dtype)
+    return crop_flip_normalize_torch(images, rows, boxes, flips, mean, std, dtype)
+
+
+def normalize(images: torch.Tensor, rows: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Tensor:
+    """No augmentation: images[rows] normalised, NCHW channels_last."""
+    if images.device.type == "cpu":
+        from kernels.resample import normalize as kernel
+
+        scale, shift = _affine(mean, std)
+        out = np.empty((len(rows), *images.shape[1:]), np.float32)
+        kernel(images.numpy(), rows.numpy(), scale, shift, out)
+        x = torch.from_numpy(out).permute(0, 3, 1, 2)
+        return x if dtype == torch.float32 else x.to(dtype)
+    scale, shift = (torch.as_tensor(v, device=images.device) for v in _affine(mean, std))
+    x = images[rows].to(torch.float32) * scale + shift  # NHWC
+    return x.permute(0, 3, 1, 2).to(dtype)
+
+
+def _interp_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
+    """(B, out, in) rows of bilinear weights mapping [start, start+length) onto out_size samples."""
+    b = len(start)
+    dst = torch.arange(out_size, dtype=torch.float32, device=start.device)
+    scale = length.to(torch.float32)[:, None] / out_size
+    src = (scale * (dst + 0.5) - 0.5).clamp_min(0)
+    i0 = torch.minimum(src.long(), length[:, None] - 1)
+    lam = (src - i0).clamp(0, 1)
+    i1 = torch.where(i0 < length[:, None] - 1, i0 + 1, i0)
+    m = torch.zeros(b, out_size, in_size, device=start.device)
+    m.scatter_add_(2, (start[:, None] + i0)[..., None], (1 - lam)[..., None])
+    m.scatter_add_(2, (start[:, None] + i1)[..., None], lam[..., None])
+    return m
+
+
+def crop_flip_normalize_torch(images, rows, boxes, flips, mean, std, dtype=torch.float32) -> torch.Tensor:
+    """The device-agnostic twin of kernels.resample.crop_flip_normalize (same arithmetic)."""
+    device = images.device
+    boxes, flips = boxes.to(device), flips.to(device)
+    _, height, width, _ = images.shape
+    ry = _interp_matrix(boxes[:, 0], boxes[:, 2], height, height)  # (B, Ho, H)
+    rx = _interp_matrix(boxes[:, 1], boxes[:, 3], width, width)  # (B, Wo, W)
+    rx = torch.where(flips[:, None, None], rx.flip(1), rx)
+    x = images[rows.to(device)].permute(0, 3, 1, 2).to(torch.float32)  # (B, 3, H, W)
+    x = ry[:, None] @ x @ rx.transpose(1, 2)[:, None]
+    scale, shift = (torch.as_tensor(v, device=device)[None, :, None, None] for v in _affine(mean, std))
+    x = x * scale + shift
+    return x.contiguous(memory_format=torch.channels_last).to(dtype)
