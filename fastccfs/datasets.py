@@ -218,9 +218,9 @@ def _read_cifar(source: Source) -> RawDataset:
 
     class_names = list(load(meta_file)[names_key])
     splits = {}
-    for split, members in parts.items():
+    for split, batch_files in parts.items():
         xs, ys = [], []
-        for member in members:
+        for member in batch_files:
             d = load(member)
             if "data" not in d or label_key not in d:
                 raise UserError(f"{member} of {source.path} lacks 'data' or '{label_key}': not a {source.kind} batch")

@@ -112,20 +112,24 @@ def convert(
         return {split: Store.open(out / split) for split in SPLITS}
 
     raw = datasets.read(source)
-    out.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
-    shape = None  # every split shares the train images' H×W
-    mean, std = raw.mean, raw.std
-    stores = {}
-    for split in SPLITS:
-        part = raw.splits[split]
-        tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{split}.tmp-"))
-        try:
-            images = _write_images(tmp / "images.npy", part, shape, size, workers, f"{source.name}/{split}", progress)
+    # Both splits are written into one temporary folder that replaces CACHE/<name> at the end:
+    # a dataset's store is complete or absent, never a train split without its test split.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{source.name}.tmp-"))
+    try:
+        shape = None  # every split shares the train images' H×W
+        mean, std = raw.mean, raw.std
+        for split in SPLITS:
+            part = raw.splits[split]
+            (tmp / split).mkdir()
+            images = _write_images(tmp / split / "images.npy", part, shape, size, workers,
+                                   f"{source.name}/{split}", progress)
             shape = images.shape[1:]
             if mean is None:  # a user dataset: statistics of its train split
                 mean, std = _channel_stats(images)
-            np.save(tmp / "labels.npy", part.labels.astype(np.int64))
+            del images  # close the memmap before the rename
+            np.save(tmp / split / "labels.npy", part.labels.astype(np.int64))
             meta = {
                 "format_version": FORMAT_VERSION,
                 "dataset": source.name,
@@ -141,14 +145,12 @@ def convert(
                 "std": [float(v) for v in std],
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            del images  # close the memmap before the rename
-            _replace_dir(tmp, out / split)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        stores[split] = Store.open(out / split)
-    return stores
+            (tmp / split / "meta.json").write_text(json.dumps(meta, indent=1))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {split: Store.open(out / split) for split in SPLITS}
 
 
 def _up_to_date(path: Path, fingerprint: str) -> bool:

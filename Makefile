@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh Debian machine with Python 3.11:
+#   make demo   # venv + dependencies, then the main job on the bundled real CIFAR-10 subset
+#   make test   # venv + dependencies, then the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || \
+		(apt-get update && apt-get install -y python3-venv python3-pip)
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python setup.py
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/fastccfs convert demo
+
+test: setup
+	$(BIN)/python -m pytest tests -q -rs
+
+# Loader throughput and conversion time (pytest-benchmark); the table goes to benchmarks/results.md.
+bench: setup
+	$(BIN)/python -m pytest benchmarks -q --benchmark-json=benchmarks/results.json
+	$(BIN)/python benchmarks/table.py benchmarks/results.json > benchmarks/results.md
+	cat benchmarks/results.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,69 @@
+"""Shared fixtures: the real data of ../shared/data, converted once per test session."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TINY_ZIP = SHARED_DATA / "tiny-imagenet-200-mini.zip"
+CIFAR_JPEG = SHARED_DATA / "cifar10-jpeg.tar.gz"
+SCORES = SHARED_DATA / "reference-scores"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent (tests read ../shared/data beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    """ROOT/cifar-10-batches-py/ rebuilt in the official train order by the shared script."""
+    need(CIFAR_JPEG)
+    root = tmp_path_factory.mktemp("cifar-root")
+    subprocess.run([sys.executable, str(SHARED_DATA / "make_cifar10_batches.py"), str(root)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def cifar_stores(cifar_root, cache):
+    from fastccfs.store import convert
+
+    return convert("cifar10", cifar_root, cache, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """ROOT/tiny-imagenet-200.zip, the official file name, holding the mini subset."""
+    root = tmp_path_factory.mktemp("tiny-root")
+    shutil.copyfile(need(TINY_ZIP), root / "tiny-imagenet-200.zip")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_stores(tiny_root, cache):
+    from fastccfs.store import convert
+
+    return convert("tiny-imagenet", tiny_root, cache, progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_stores(cache):
+    from fastccfs.store import convert
+
+    return convert("demo", cache=cache, progress=False)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

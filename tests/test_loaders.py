@@ -1,0 +1,191 @@
+"""The loader protocol on real data: coverage, determinism, pixel exactness, augmentation statistics."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+
+from fastccfs import augment
+from fastccfs.loaders import make_loader
+from fastccfs.loaders.order import epoch_order
+
+
+def denormalize(x, store):
+    mean = torch.tensor(store.mean)[None, :, None, None]
+    std = torch.tensor(store.std)[None, :, None, None]
+    return ((x.float() * std + mean) * 255).permute(0, 2, 3, 1)  # NHWC in pixel units
+
+
+@pytest.fixture(scope="module")
+def demo(demo_stores):
+    return demo_stores["train"]
+
+
+@pytest.mark.parametrize("backend", ["tensor", "torch"])
+@pytest.mark.parametrize("augmented", [True, False])
+def test_one_epoch_yields_every_index_once_with_its_label(demo, backend, augmented):
+    loader = make_loader(demo, backend=backend, batch_size=256, augment=augmented, device="cpu",
+                         **({"num_workers": 1} if backend == "torch" else {}))
+    ids, labels = [], []
+    for x, y, idx in loader:
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        ids.append(idx)
+        labels.append(y)
+    ids, labels = torch.cat(ids).numpy(), torch.cat(labels).numpy()
+    assert sorted(ids) == list(range(len(demo)))
+    np.testing.assert_array_equal(labels, demo.labels[ids])
+    assert len(loader) == math.ceil(len(demo) / 256)
+    if not augmented:
+        np.testing.assert_array_equal(ids, np.arange(len(demo)))  # evaluation keeps the stored order
+
+
+@pytest.mark.parametrize("backend", ["tensor", "torch"])
+def test_evaluation_mode_returns_the_stored_pixels(demo, backend):
+    loader = make_loader(demo, backend=backend, batch_size=500, augment=False, device="cpu",
+                         **({"num_workers": 0} if backend == "torch" else {}))
+    x, y, idx = next(iter(loader))
+    np.testing.assert_allclose(denormalize(x, demo).numpy(), demo.images[:500].astype(np.float32), atol=2e-3)
+
+
+def test_same_seed_same_batches_other_seed_other_batches(demo):
+    def epochs(seed):
+        loader = make_loader(demo, batch_size=128, device="cpu", seed=seed)
+        return [[(x.clone(), idx.clone()) for x, _, idx in loader] for _ in range(2)]
+
+    a, b, c = epochs(3), epochs(3), epochs(4)
+    for ea, eb in zip(a, b):
+        for (xa, ia), (xb, ib) in zip(ea, eb):
+            assert torch.equal(ia, ib) and torch.equal(xa, xb)
+    assert not torch.equal(a[0][0][1], a[1][0][1]), "each epoch reshuffles"
+    assert not torch.equal(a[0][0][1], c[0][0][1]), "another seed gives another order"
+
+
+def test_set_epoch_replays_an_epoch(demo):
+    loader = make_loader(demo, batch_size=300, device="cpu", seed=1)
+    first = [idx for _, _, idx in loader]
+    _ = [idx for _, _, idx in loader]
+    loader.set_epoch(0)
+    assert all(torch.equal(p, q) for p, q in zip(first, [idx for _, _, idx in loader]))
+
+
+def test_kernel_equals_torchvision_resized_crop_and_the_torch_twin(demo):
+    images = torch.from_numpy(np.array(demo.images[:64]))
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.arange(64)
+    boxes = augment.sample_crop_boxes(64, 32, 32, gen)
+    flips = augment.sample_flips(64, gen)
+    fast = augment.crop_flip_normalize(images, rows, boxes, flips, demo.mean, demo.std)
+    twin = augment.crop_flip_normalize_torch(images, rows, boxes, flips, demo.mean, demo.std)
+    torch.testing.assert_close(fast, twin, atol=1e-4, rtol=0)
+    normalize = T.Normalize(demo.mean, demo.std)
+    for k in range(64):
+        top, left, h, w = boxes[k].tolist()
+        ref = TF.resized_crop(images[k].permute(2, 0, 1).float(), top, left, h, w, [32, 32], antialias=False)
+        ref = normalize((TF.hflip(ref) if flips[k] else ref) / 255)
+        torch.testing.assert_close(fast[k], ref, atol=1e-4, rtol=0)
+
+
+def test_crop_boxes_follow_torchvision_distribution():
+    """Area fraction and aspect ratio of our batched sampler vs torchvision's get_params (64 px)."""
+    n = 20000
+    gen = torch.Generator().manual_seed(0)
+    ours = augment.sample_crop_boxes(n, 64, 64, gen).double()
+    torch.manual_seed(0)
+    img = torch.zeros(3, 64, 64)
+    ref = torch.tensor([T.RandomResizedCrop.get_params(img, augment.SCALE, augment.RATIO) for _ in range(n)]).double()
+    for boxes in (ours, ref):
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 64).all()
+        assert (boxes[:, 1] >= 0).all() and (boxes[:, 1] + boxes[:, 3] <= 64).all()
+    area = lambda b: (b[:, 2] * b[:, 3] / 64**2).numpy()  # noqa: E731
+    aspect = lambda b: np.log((b[:, 3] / b[:, 2]).numpy())  # noqa: E731
+    qs = [0.05, 0.25, 0.5, 0.75, 0.95]
+    np.testing.assert_allclose(np.quantile(area(ours), qs), np.quantile(area(ref), qs), atol=0.02)
+    np.testing.assert_allclose(np.quantile(aspect(ours), qs), np.quantile(aspect(ref), qs), atol=0.03)
+    # Area ~ U(0.08, 1) where the box fits: the median sits near 0.54 before the fit's rejection.
+    assert 0.45 < np.median(area(ours)) < 0.6
+
+
+@pytest.mark.parametrize("backend", ["tensor", "torch"])
+def test_flip_rate_is_one_half_and_crops_cover_the_image(demo, backend):
+    """With scale = ratio = 1 the crop is the whole image, so each output is the image or its mirror."""
+    loader = make_loader(demo, backend=backend, batch_size=500, device="cpu", scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                         **({"num_workers": 1} if backend == "torch" else {}))
+    flipped = total = 0
+    for x, _, idx in loader:
+        pixels = denormalize(x, demo).numpy()
+        orig = demo.images[idx.numpy()].astype(np.float32)
+        same = np.abs(pixels - orig).max(axis=(1, 2, 3)) < 1e-2
+        mirror = np.abs(pixels - orig[:, :, ::-1]).max(axis=(1, 2, 3)) < 1e-2
+        assert (same | mirror).all()
+        flipped += int((mirror & ~same).sum())
+        total += int((~(same & mirror)).sum())
+    rate = flipped / total
+    assert abs(rate - 0.5) < 4 * math.sqrt(0.25 / total), rate
+
+
+def test_augmented_batches_vary_in_crop_area(demo):
+    """The loader really crops: the mean absolute difference to the plain image grows with zoom."""
+    loader = make_loader(demo, batch_size=1000, device="cpu", seed=0)
+    x, _, idx = next(iter(loader))
+    changed = (denormalize(x, demo).numpy() - demo.images[idx.numpy()]).__abs__().mean(axis=(1, 2, 3))
+    assert (changed > 1).mean() > 0.8
+
+
+def test_synthetic_set_serves_real_indices_and_distilled_images(demo):
+    gen = np.random.default_rng(0)
+    real = np.sort(gen.choice(len(demo), 100, replace=False))
+    distilled = gen.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    dlabels = np.arange(20) % 10
+    loader = make_loader(demo, batch_size=32, device="cpu", indices=real, extra_images=distilled,
+                         extra_labels=dlabels)
+    seen = torch.cat([idx for _, _, idx in loader]).numpy()
+    assert sorted(seen) == sorted(list(real) + list(-1 - np.arange(20)))
+    evaluation = make_loader(demo, batch_size=200, augment=False, device="cpu", indices=real,
+                             extra_images=torch.from_numpy(distilled).permute(0, 3, 1, 2), extra_labels=dlabels)
+    x, y, idx = next(iter(evaluation))
+    assert idx[:100].tolist() == real.tolist() and idx[100:].tolist() == (-1 - np.arange(20)).tolist()
+    np.testing.assert_array_equal(y[100:].numpy(), dlabels)
+    np.testing.assert_array_equal(y[:100].numpy(), demo.labels[real])
+    np.testing.assert_allclose(denormalize(x[100:], demo).numpy(), distilled.astype(np.float32), atol=2e-3)
+
+
+def test_synthetic_set_refuses_mismatched_images(demo):
+    from fastccfs.errors import UserError
+
+    with pytest.raises(UserError, match=r"extra images are \(16, 16\)"):
+        make_loader(demo, device="cpu", extra_images=np.zeros((2, 16, 16, 3), np.uint8), extra_labels=[0, 1])
+    with pytest.raises(UserError, match="indices must lie in"):
+        make_loader(demo, device="cpu", indices=[0, len(demo)])
+
+
+def test_bf16_output(demo):
+    x, _, _ = next(iter(make_loader(demo, batch_size=8, device="cpu", dtype=torch.bfloat16)))
+    assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_ranks_share_one_order_and_split_it(demo):
+    n = 1003
+    shares = [epoch_order(n, 5, 2, True, rank, 4) for rank in range(4)]
+    assert sorted(torch.cat(shares).tolist()) == list(range(n))  # evaluation: each sample once
+    padded = [epoch_order(n, 5, 2, True, rank, 4, pad=True) for rank in range(4)]
+    assert {len(s) for s in padded} == {251} and set(torch.cat(padded).tolist()) == set(range(n))
+    with pytest.raises(ValueError):
+        epoch_order(n, 0, 0, True, 4, 4)
+    loaders = [make_loader(demo, batch_size=1000, augment=False, device="cpu", rank=r, world_size=2) for r in (0, 1)]
+    ids = [torch.cat([idx for _, _, idx in lo]) for lo in loaders]
+    assert sorted(torch.cat(ids).tolist()) == list(range(len(demo)))
+
+
+def test_make_loader_by_name_and_unknown_backend(demo_stores, cache):
+    from fastccfs.errors import UserError
+
+    loader = make_loader("demo", split="test", cache=cache, augment=False, batch_size=600, device="cpu")
+    _, y, _ = next(iter(loader))
+    np.testing.assert_array_equal(y.numpy(), demo_stores["test"].labels)
+    with pytest.raises(UserError, match="unknown loader backend 'dali2'"):
+        make_loader(demo_stores["train"], backend="dali2")
+    with pytest.raises(UserError, match="run `fastccfs convert nope"):
+        make_loader("nope", cache=cache)
