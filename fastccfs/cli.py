@@ -17,6 +17,64 @@ def _convert(args) -> None:
         print(f"{store.meta['dataset']}/{split}: {len(store)} images {h}×{w}, {store.num_classes} classes → {store.path}")
 
 
+def _run(args) -> None:
+    import time
+    from dataclasses import fields
+
+    from fastccfs.config import RunConfig, resolve_run_config
+    from fastccfs.pipeline import run
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name not in ("dataset", "ipc")}
+    cfg = resolve_run_config(args.dataset, args.ipc, args.config, overrides)
+    out = args.out or f"runs/{cfg.dataset}-ipc{cfg.ipc}-{time.strftime('%Y%m%d-%H%M%S')}"
+    start = time.perf_counter()
+    summary = run(cfg, out, device=args.device, progress=not args.quiet)
+    print(f"\n{cfg.dataset} IPC {cfg.ipc}, {cfg.method}: {summary['set_size']} images → {out} "
+          f"({time.perf_counter() - start:.0f} s)")
+    if summary["models"]:
+        print(f"{'model':<14} {'final-epoch acc':>20} {'max last 20% acc':>20}")
+        for name, r in summary["models"].items():
+            cells = [f"{100 * r[k]['mean']:.2f} ± {100 * r[k]['std']:.2f}" for k in ("final_epoch_acc", "max_last_20pct_acc")]
+            print(f"{name:<14} {cells[0]:>20} {cells[1]:>20}   ({r['runs']} run(s))")
+
+
+def _export(args) -> None:
+    from pathlib import Path
+
+    from fastccfs.config import RunConfig
+    from fastccfs.store import convert
+    from fastccfs.synthetic import SyntheticSet, export_imagefolder
+    import yaml
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "synthetic_set.npz").is_file():
+        raise UserError(f"{run_dir} has no synthetic_set.npz: the run has not finished its selection")
+    cfg = RunConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
+    store = convert(cfg.dataset, args.root, args.cache, progress=False)["train"]
+    out = export_imagefolder(SyntheticSet.load(run_dir / "synthetic_set.npz"), store, args.out)
+    print(f"wrote {out}")
+
+
+def _add_run_settings(p: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field (--teacher-lr for teacher_lr, …), defaults from configs/."""
+    from dataclasses import fields
+
+    from fastccfs.config import RunConfig
+
+    for f in fields(RunConfig):
+        if f.name in ("dataset", "ipc"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type.__name__ if isinstance(f.type, type) else str(f.type)  # "int", "float | None", …
+        if kind == "bool":
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        elif "list" in kind:
+            p.add_argument(flag, dest=f.name, default=None, help="comma-separated")
+        else:
+            conv = int if kind.startswith("int") else float if kind.startswith("float") else str
+            p.add_argument(flag, dest=f.name, type=conv, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastccfs", description="Fast CCFS for high-IPC dataset distillation.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -31,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_convert)
+
+    p = sub.add_parser("run", help="CCFS end to end: teacher, scores, curriculum phases, evaluation",
+                       description="Every setting defaults to configs/run.yaml, then configs/<dataset>.yaml and its "
+                                   "IPC preset, then --config FILE, then these flags.")
+    p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path (as for convert)")
+    p.add_argument("--ipc", type=int, default=None, help="images per class of the final set")
+    p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-ipc<N>-<time>); resumable")
+    p.add_argument("--config", default=None, help="a YAML file of settings")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_run_settings(p)
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("export", help="write a run's synthetic set as an ImageFolder of PNGs")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="folder to create")
+    p.add_argument("--root", default=".", help="the dataset's --root, if the store must be rebuilt")
+    p.add_argument("--cache", default=None)
+    p.set_defaults(func=_export)
     return parser
 
 

@@ -43,6 +43,9 @@ class RawSplit:
     files: list[str] | None = None  # encoded images: paths, or member names of `archive`
     archive: str | None = None  # zip holding `files`
     source_split: str = ""  # the split's name in the source (Tiny-ImageNet's test split is "val")
+    # For a subset of a published dataset: each sample's index in the full dataset's canonical order,
+    # so that published per-sample scores apply (see scores.load_scores).
+    parent: tuple[str, int, np.ndarray] | None = None  # (dataset, its size, indices)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -286,7 +289,10 @@ def _read_tiny(source: Source) -> RawDataset:
             parts = n[len(prefix):].split("/")
             if len(parts) == 3 and parts[1] == "images" and parts[0] in by_class:
                 by_class[parts[0]].append(n)
-    files, labels = [], []
+    # The official set has <wnid>_0 … <wnid>_499 per class; a sample's index in it is
+    # 500·class + the rank of its number among those names sorted as strings.
+    official_rank = {str(k): r for r, k in enumerate(sorted(str(i) for i in range(500)))}
+    files, labels, parent = [], [], []
     for c, wnid in enumerate(wnids):
         if not by_class[wnid]:
             raise UserError(f"{source.path}: class folder {prefix}{wnid}/images/ is missing or empty (listed in wnids.txt)")
@@ -294,7 +300,11 @@ def _read_tiny(source: Source) -> RawDataset:
         names = sorted(by_class[wnid], key=lambda n: n.rsplit("/", 1)[1])
         files += [tree.file(n) for n in names]
         labels += [c] * len(names)
+        parent += [500 * c + official_rank.get(n.rsplit("_", 1)[1].split(".")[0], -1) for n in names]
     train = RawSplit(np.asarray(labels, np.int64), files=files, archive=tree.archive, source_split="train")
+    parent = np.asarray(parent, np.int64)
+    if len(wnids) == 200 and (parent >= 0).all():  # the official naming: published scores apply
+        train.parent = ("tiny-imagenet", 100_000, parent)
 
     ann = top + "val/val_annotations.txt"
     try:
@@ -352,6 +362,9 @@ def _read_imagefolder(source: Source) -> RawDataset:
             files += [tree.file(n) for n in names]
             labels += [index[cls]] * len(names)
         splits[split] = RawSplit(np.asarray(labels, np.int64), files=files, archive=tree.archive, source_split=folder)
+    if source.name == "demo":  # its train files are named by their official CIFAR-10 train index
+        names = splits["train"].files
+        splits["train"].parent = ("cifar10", 50_000, np.array([int(Path(n).stem) for n in names], np.int64))
     return RawDataset(source.name, classes, classes, splits)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from fastccfs import datasets
 from fastccfs.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLITS = ("train", "test")
 # Below this many images a process pool costs more than it saves.
 _INLINE_DECODE = 2000
@@ -77,6 +77,12 @@ class Store:
     @property
     def std(self) -> tuple[float, float, float]:
         return tuple(self.meta["std"])
+
+    @property
+    def parent_indices(self) -> np.ndarray | None:
+        """Each sample's index in the full published dataset (meta["parent"]), when it is a subset."""
+        path = self.path / "parent_indices.npy"
+        return np.load(path) if path.is_file() else None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -130,6 +136,8 @@ def convert(
                 mean, std = _channel_stats(images)
             del images  # close the memmap before the rename
             np.save(tmp / split / "labels.npy", part.labels.astype(np.int64))
+            if part.parent is not None:
+                np.save(tmp / split / "parent_indices.npy", part.parent[2])
             meta = {
                 "format_version": FORMAT_VERSION,
                 "dataset": source.name,
@@ -144,6 +152,8 @@ def convert(
                 "mean": [float(v) for v in mean],
                 "std": [float(v) for v in std],
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                # A subset of a published dataset: parent_indices.npy maps its samples into that set.
+                "parent": None if part.parent is None else {"dataset": part.parent[0], "size": part.parent[1]},
             }
             (tmp / split / "meta.json").write_text(json.dumps(meta, indent=1))
         _replace_dir(tmp, out)

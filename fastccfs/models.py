@@ -1,0 +1,95 @@
+"""Models: torchvision networks with the small-image stem used for 32 and 64 px, and the dataset-
+distillation ConvNet.
+
+Small-image stem (as the CCFS/SRe²L reference code): a 3×3 stride-1 first convolution and no max-pool,
+so a 32 px input keeps its resolution into the first stage. State-dict keys stay torchvision's, so
+published checkpoints ({'model': …} or {'state_dict': …}, optional 'module.' prefix) load as they are.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from fastccfs.errors import UserError
+
+TORCHVISION = ("resnet18", "resnet50", "resnet101", "densenet121", "regnet_y_8gf")
+CONVNETS = ("convnet", "convnet_bn")
+MODELS = TORCHVISION + CONVNETS
+
+
+class ConvNet(nn.Module):
+    """depth × [conv 3×3 (width channels), norm, ReLU, avg-pool 2], then a linear classifier.
+
+    norm="instance" is the dataset-distillation standard (GroupNorm with one group per channel);
+    norm="batch" is the faster variant on CPUs (see benchmarks/README.md).
+    """
+
+    def __init__(self, num_classes: int, image_size: int = 32, width: int = 128, depth: int = 3,
+                 norm: str = "instance"):
+        super().__init__()
+        layers, channels, size = [], 3, image_size
+        for _ in range(depth):
+            if norm == "instance":
+                norm_layer = nn.GroupNorm(width, width, affine=True)
+            elif norm == "batch":
+                norm_layer = nn.BatchNorm2d(width)
+            else:
+                raise ValueError(f"unknown norm {norm!r}")
+            layers += [nn.Conv2d(channels, width, 3, padding=1), norm_layer, nn.ReLU(inplace=True), nn.AvgPool2d(2)]
+            channels, size = width, size // 2
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width * size * size, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def small_image_stem(model: nn.Module, name: str) -> nn.Module:
+    """Replace the ImageNet stem (7×7 stride-2 conv + max-pool) with a 3×3 stride-1 conv."""
+    if name.startswith("resnet"):
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    elif name.startswith("densenet"):
+        out = model.features.conv0.out_channels
+        model.features.conv0 = nn.Conv2d(3, out, kernel_size=3, stride=1, padding=1, bias=False)
+        model.features.pool0 = nn.Identity()
+    elif name.startswith("regnet"):
+        out = model.stem[0].out_channels
+        model.stem[0] = nn.Conv2d(3, out, kernel_size=3, stride=1, padding=1, bias=False)
+    return model
+
+
+def create_model(name: str, num_classes: int, image_size: int = 32) -> nn.Module:
+    if name == "convnet":
+        return ConvNet(num_classes, image_size, norm="instance")
+    if name == "convnet_bn":
+        return ConvNet(num_classes, image_size, norm="batch")
+    if name not in TORCHVISION:
+        raise UserError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
+    import torchvision
+
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    return small_image_stem(model, name) if image_size <= 64 else model
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a checkpoint saved by fastccfs, torchvision's reference scripts or the CCFS code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # corrupt or not a torch file
+        raise UserError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"{path} does not fit the model ({first}); check --teacher-model and the dataset") from e
+    return model

@@ -1,0 +1,337 @@
+"""`fastccfs run`: teacher → difficulty scores → starting set → J curriculum phases → evaluation.
+
+Each stage writes its outputs into the run directory atomically, and its last file marks it finished;
+a re-run with the same settings skips finished stages, so a killed run resumes after its last finished
+stage and ends with the same selection (every stage's randomness comes from (seed, stage)).
+
+Run directory:
+  config.yaml             the resolved settings
+  teacher.pt, teacher.json, teacher_pred.npy   (teacher.pt only when trained here)
+  forgetting.npy          forgetting events counted while training the teacher here
+  scores.npy              the difficulties used (higher = harder), aligned to the train store
+  start.npz               the distilled part and any initial real indices
+  phase_<j>.npz/.json     each phase's picks and record; phases.json gathers the records
+  selected_indices.json   {"ipc", "alpha", "idx_selected"}: the reference code's form
+  synthetic_set.npz       distilled images + real indices (fastccfs export RUN writes PNGs)
+  eval/<model>_<r>.json   one evaluation run each; eval.json gathers them
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from fastccfs import selection
+from fastccfs.atomic import atomic_path, save_arrays, write_json, write_text
+from fastccfs.config import RunConfig
+from fastccfs.errors import UserError
+from fastccfs.loaders import make_loader
+from fastccfs.models import create_model, load_checkpoint
+from fastccfs.scores import ForgettingCounter, load_scores, logit_difficulty
+from fastccfs.store import Store, convert
+from fastccfs.synthetic import SyntheticSet
+from fastccfs.trainer import Recipe, accuracy, batch_size_for, fit, predict
+
+METHODS = ("ccfs", "random", "coreset", "window", "full")
+INITS = ("none", "random", "window")
+SCORES = ("forgetting", "cscore", "logits")
+EVAL_BATCH = 1024
+
+
+@dataclass
+class Context:
+    cfg: RunConfig
+    out: Path
+    train: Store
+    test: Store
+    device: torch.device
+    progress: bool
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    def seed(self, stage: int) -> int:
+        """One seed per stage: resuming at any stage reproduces it exactly."""
+        return self.cfg.seed * 1000 + stage
+
+    def model(self, name: str, seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return create_model(name, self.num_classes, self.train.image_size[0])
+
+    def loader(self, store, **kw):
+        return make_loader(store, backend=self.cfg.loader, device=self.device, **kw)
+
+    def eval_loader(self, store):
+        return self.loader(store, augment=False, batch_size=EVAL_BATCH)
+
+    def log(self, message: str) -> None:
+        if self.progress:
+            print(message, flush=True)
+
+
+def check_config(cfg: RunConfig) -> None:
+    for name, value, allowed in (("method", cfg.method, METHODS), ("init", cfg.init, INITS),
+                                 ("score", cfg.score, SCORES), ("coarse", cfg.coarse, selection.COARSE),
+                                 ("fine", cfg.fine, selection.FINE)):
+        if value not in allowed:
+            raise UserError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
+    if cfg.num_eval < 0 or cfg.epochs < 1:
+        raise UserError("need epochs ≥ 1 and num_eval ≥ 0")
+    selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)  # raises on bad IPC / α / J
+
+
+def prepare_run_dir(cfg: RunConfig, out: Path) -> None:
+    """Write config.yaml, or check that a run being resumed had the same settings."""
+    path = out / "config.yaml"
+    if path.is_file():
+        before = yaml.safe_load(path.read_text())
+        now = cfg.science()
+        changed = sorted(k for k in now if before.get(k) != now[k])
+        if changed:
+            raise UserError(f"{out} holds a run with other settings ({', '.join(changed)}): "
+                            "pass another --out, or the same settings to resume it")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(path, yaml.safe_dump(cfg.science(), sort_keys=False))
+
+
+# ------------------------------------------------------------------------------------------ stages
+
+
+def stage_teacher(ctx: Context) -> tuple[torch.nn.Module, np.ndarray]:
+    """The teacher (loaded, resumed, or trained here with forgetting counts) and its train predictions."""
+    cfg, out = ctx.cfg, ctx.out
+    teacher = ctx.model(cfg.teacher_model, ctx.seed(0))
+    if cfg.teacher:
+        load_checkpoint(teacher, cfg.teacher)
+    elif (out / "teacher.pt").is_file():
+        load_checkpoint(teacher, out / "teacher.pt")
+    else:
+        ctx.log(f"teacher: training {cfg.teacher_model} on {len(ctx.train)} images for {cfg.teacher_epochs} epochs")
+        counter = ForgettingCounter(len(ctx.train), ctx.device)
+        loader = ctx.loader(ctx.train, batch_size=cfg.teacher_batch_size, seed=ctx.seed(0))
+        recipe = Recipe(cfg.teacher_epochs, cfg.teacher_lr, cfg.momentum, cfg.teacher_weight_decay,
+                        min(cfg.warmup_epochs, cfg.teacher_epochs // 2))
+        history = fit(teacher, loader, recipe, device=ctx.device, amp=cfg.amp, compile=cfg.compile,
+                      on_batch=counter.update, progress=ctx.progress, desc="teacher")
+        save_arrays(out / "forgetting.npz", scores=counter.scores(cfg.teacher_epochs))
+        write_json(out / "teacher_training.json", {"seconds": history["seconds"], "images": history["images"],
+                                                   "loss": history["loss"], "train_acc": history["train_acc"]})
+        with atomic_path(out / "teacher.pt") as tmp:  # last: marks the stage finished
+            torch.save({"model": teacher.state_dict()}, tmp)
+    if not (out / "teacher.json").is_file():
+        logits, labels, _ = predict(teacher, ctx.eval_loader(ctx.train), ctx.device, cfg.amp)
+        pred = logits.argmax(1)
+        test_acc = accuracy(teacher, ctx.eval_loader(ctx.test), ctx.device, cfg.amp)
+        np.save(out / "teacher_pred.npy", pred)
+        write_json(out / "teacher.json", {"train_acc": float((pred == labels).mean()), "test_acc": test_acc,
+                                          "checkpoint": cfg.teacher or str(out / "teacher.pt")})
+    ctx.log(f"teacher: {json.loads((out / 'teacher.json').read_text())}")
+    teacher.to(ctx.device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, np.load(out / "teacher_pred.npy")
+
+
+def stage_scores(ctx: Context) -> np.ndarray | None:
+    """Difficulties aligned to the train store (None: the `logits` score, computed per phase)."""
+    cfg, out = ctx.cfg, ctx.out
+    if cfg.score == "logits":
+        return None
+    if not (out / "scores.npy").is_file():
+        if cfg.scores:
+            scores = load_scores(cfg.scores, ctx.train)
+        elif cfg.score == "forgetting" and (out / "forgetting.npz").is_file():
+            scores = np.load(out / "forgetting.npz")["scores"].astype(np.float64)
+        else:
+            raise UserError(f"the {cfg.score} score needs --scores FILE (e.g. the published scores), or, for "
+                            "forgetting, a teacher trained by this run (omit --teacher); or use --score logits")
+        with atomic_path(out / "scores.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, scores)
+    return np.load(out / "scores.npy")
+
+
+def stage_start(ctx: Context, scores: np.ndarray | None) -> SyntheticSet:
+    """The starting set S0: the distilled part (α·IPC per class), or real images in its place."""
+    cfg, out = ctx.cfg, ctx.out
+    path = out / "start.npz"
+    if not path.is_file():
+        per_class, _ = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)
+        empty = np.zeros((0, *ctx.train.images.shape[1:]), np.uint8), np.zeros(0, np.int64)
+        images, labels, real = *empty, np.zeros(0, np.int64)
+        labels_all = ctx.train.labels
+        if per_class and cfg.distilled:
+            from fastccfs.distilled import read_distilled
+
+            images, labels = read_distilled(cfg.distilled, ctx.train.classes, per_class, ctx.train.images.shape[1:])
+        elif per_class and cfg.init == "random":
+            real = selection.random_per_class(labels_all, per_class, ctx.seed(1), ctx.num_classes)
+        elif per_class and cfg.init == "window":
+            if scores is None:
+                raise UserError("--init window orders samples by difficulty: it needs --score forgetting or cscore")
+            real = selection.window_per_class(labels_all, scores, per_class, cfg.beta, ctx.num_classes)
+        elif per_class:
+            raise UserError(f"α = {cfg.alpha} asks for {per_class} distilled images per class: pass --distilled PATH, "
+                            "or --init random|window to start from real images (self-evolved selection), "
+                            "or --alpha 0")
+        save_arrays(path, distilled_images=images, distilled_labels=labels, real_indices=real)
+    with np.load(path) as data:
+        return SyntheticSet(data["distilled_images"], data["distilled_labels"], data["real_indices"])
+
+
+def _train_on(ctx: Context, current: SyntheticSet, model_name: str, seed: int, teacher, epochs: int,
+              evaluate: bool, desc: str):
+    cfg = ctx.cfg
+    model = ctx.model(model_name, seed)
+    batch = cfg.batch_size or batch_size_for(len(current), ctx.num_classes)
+    loader = ctx.loader(ctx.train, batch_size=batch, seed=seed, **current.loader_arguments())
+    recipe = Recipe(epochs, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.warmup_epochs, temperature=cfg.temperature)
+    test_loader = ctx.eval_loader(ctx.test)
+    history = fit(model, loader, recipe, teacher=teacher, device=ctx.device, amp=cfg.amp, compile=cfg.compile,
+                  evaluate=(lambda m: accuracy(m, test_loader, ctx.device, cfg.amp)) if evaluate else None,
+                  progress=ctx.progress, desc=desc)
+    history["batch_size"] = batch
+    return model, history
+
+
+def stage_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, teacher_pred,
+                scores: np.ndarray | None) -> np.ndarray:
+    """Phase j: train a filter on the current set, infer over the train split, select k per class."""
+    cfg, out = ctx.cfg, ctx.out
+    if (out / f"phase_{j}.json").is_file():
+        return np.load(out / f"phase_{j}.npz")["indices"]
+    labels = ctx.train.labels
+    record = {"phase": j, "set_size": len(current), "k_per_class": k}
+    seconds = {}
+    t = time.perf_counter()
+    if len(current):
+        filt, history = _train_on(ctx, current, cfg.model, ctx.seed(10 + j), teacher, cfg.epochs, evaluate=False,
+                                  desc=f"phase {j}/{cfg.phases} filter")
+        seconds["train"], t = time.perf_counter() - t, time.perf_counter()
+        logits, _, _ = predict(filt, ctx.eval_loader(ctx.train), ctx.device, cfg.amp)
+        pred = logits.argmax(1)
+        seconds["inference"], t = time.perf_counter() - t, time.perf_counter()
+        # Not part of CCFS's cost, but what Fig. 4a plots.
+        record.update(filter_test_acc=accuracy(filt, ctx.eval_loader(ctx.test), ctx.device, cfg.amp),
+                      filter_train_acc=float((pred == labels).mean()), misclassified=int((pred != labels).sum()),
+                      batch_size=history["batch_size"],
+                      train_images_per_s=history["images"] / max(history["seconds"], 1e-9))
+        seconds["test_eval"], t = time.perf_counter() - t, time.perf_counter()
+        coarse = cfg.coarse
+    else:  # nothing to train a filter on (α = 0 without --init): the coarse stage has no filter
+        seconds.update(train=0.0, inference=0.0)
+        logits, pred, coarse = None, labels, "all"
+        record.update(note="empty starting set: no filter, every eligible sample is a candidate")
+    difficulty = scores if scores is not None else logit_difficulty(logits, labels) if logits is not None \
+        else np.zeros(len(labels))
+    selected = np.zeros(len(labels), bool)
+    selected[current.real_indices] = True
+    chosen = selection.coarse_to_fine(pred, labels, difficulty, selected, k,
+                                      teacher_pred=teacher_pred if cfg.teacher_filter else None, coarse=coarse,
+                                      fine=cfg.fine, seed=ctx.seed(20 + j), num_classes=ctx.num_classes,
+                                      class_names=ctx.train.classes)
+    seconds["selection"] = time.perf_counter() - t
+    d = difficulty[chosen.indices]
+    record.update(coarse=coarse, selected=len(chosen.indices), filled=int(chosen.filled.sum()),
+                  difficulty={"min": float(d.min()), "median": float(np.median(d)), "max": float(d.max())}
+                  if len(d) else None, seconds=seconds)
+    save_arrays(out / f"phase_{j}.npz", indices=chosen.indices, filled=chosen.filled)
+    write_json(out / f"phase_{j}.json", record)
+    ctx.log(f"phase {j}: set {len(current)} → +{len(chosen.indices)} (filled {record['filled']}), "
+            f"filter test acc {record.get('filter_test_acc', float('nan')):.3f}, "
+            f"train {seconds['train']:.1f}s, inference {seconds['inference']:.1f}s, "
+            f"selection {1000 * seconds['selection']:.1f}ms")
+    return chosen.indices
+
+
+def stage_curriculum(ctx: Context, start: SyntheticSet, teacher, teacher_pred, scores) -> SyntheticSet:
+    cfg = ctx.cfg
+    _, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)
+    current = start
+    for j, k in enumerate(budgets, 1):
+        picked = stage_phase(ctx, j, current, k, teacher, teacher_pred, scores)
+        current = SyntheticSet(current.distilled_images, current.distilled_labels,
+                               np.concatenate([current.real_indices, picked]))
+    write_json(ctx.out / "phases.json",
+               [json.loads((ctx.out / f"phase_{j}.json").read_text()) for j in range(1, len(budgets) + 1)])
+    return current
+
+
+def stage_baseline(ctx: Context, scores) -> SyntheticSet:
+    """The real-image baselines: IPC per class at random, hardest first, in SelMatch's window, or all."""
+    cfg, labels = ctx.cfg, ctx.train.labels
+    if cfg.method == "random":
+        real = selection.random_per_class(labels, cfg.ipc, ctx.seed(1), ctx.num_classes)
+    elif cfg.method == "full":
+        real = np.arange(len(labels), dtype=np.int64)
+    else:
+        if scores is None:
+            raise UserError(f"--method {cfg.method} orders samples by difficulty: use --score forgetting or cscore")
+        real = (selection.hardest_per_class(labels, scores, cfg.ipc, ctx.num_classes) if cfg.method == "coreset"
+                else selection.window_per_class(labels, scores, cfg.ipc, cfg.beta, ctx.num_classes))
+    shape = ctx.train.images.shape[1:]
+    return SyntheticSet(np.zeros((0, *shape), np.uint8), np.zeros(0, np.int64), real)
+
+
+def stage_eval(ctx: Context, final: SyntheticSet, teacher) -> dict:
+    """Train each evaluation model from scratch on the final set with KD, num_eval seeds each."""
+    cfg, out = ctx.cfg, ctx.out
+    epochs = cfg.eval_epochs or cfg.epochs
+    results = {}
+    for name in cfg.eval_models:
+        runs = []
+        for r in range(cfg.num_eval):
+            path = out / "eval" / f"{name}_{r}.json"
+            if not path.is_file():
+                _, history = _train_on(ctx, final, name, ctx.seed(100 + r), teacher, epochs, evaluate=True,
+                                       desc=f"eval {name} {r + 1}/{cfg.num_eval}")
+                accs = history["test_acc"]
+                write_json(path, {"final_epoch_acc": accs[max(accs)], "max_last_20pct_acc": max(accs.values()),
+                                  "test_acc_by_epoch": {str(e): a for e, a in accs.items()},
+                                  "seconds": history["seconds"], "batch_size": history["batch_size"]})
+            runs.append(json.loads(path.read_text()))
+        results[name] = {key: _mean_std([run[key] for run in runs]) for key in ("final_epoch_acc", "max_last_20pct_acc")}
+        results[name]["runs"] = len(runs)
+    summary = {"set_size": len(final), "ipc": cfg.ipc, "epochs": epochs,
+               "labels": {"final_epoch_acc": "test accuracy after the last epoch",
+                          "max_last_20pct_acc": "max test accuracy over epochs > 0.8·epochs (the reference's report)"},
+               "models": results}
+    write_json(out / "eval.json", summary)
+    return summary
+
+
+def _mean_std(values):
+    values = np.asarray(values, np.float64)
+    return {"mean": float(values.mean()) if len(values) else None,
+            "std": float(values.std()) if len(values) else None, "values": values.tolist()}
+
+
+# -------------------------------------------------------------------------------------------- run
+
+
+def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> dict:
+    check_config(cfg)
+    out = Path(out)
+    prepare_run_dir(cfg, out)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    stores = convert(cfg.dataset, cfg.root, cfg.cache, progress=progress)
+    ctx = Context(cfg, out, stores["train"], stores["test"], device, progress)
+    teacher, teacher_pred = stage_teacher(ctx)
+    scores = stage_scores(ctx)
+    if cfg.method == "ccfs":
+        final = stage_curriculum(ctx, stage_start(ctx, scores), teacher, teacher_pred, scores)
+    else:
+        final = stage_baseline(ctx, scores)
+    write_json(out / "selected_indices.json",
+               {"ipc": cfg.ipc, "alpha": cfg.alpha, "idx_selected": final.real_indices.tolist()})
+    final.save(out / "synthetic_set.npz", ctx.train)
+    if not cfg.num_eval:
+        return {"set_size": len(final), "ipc": cfg.ipc, "models": {}}
+    return stage_eval(ctx, final, teacher)

@@ -1,0 +1,80 @@
+"""Difficulty scores aligned to a store: forgetting events counted while a model trains, and loading
+published scores (forgetting .npy, c-score .npz). Higher = harder everywhere in fastccfs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastccfs.errors import UserError
+
+
+class ForgettingCounter:
+    """Forgetting events (Toneva et al., 2019), counted on the training batches as they are seen.
+
+    An event is a sample going from correctly to incorrectly classified between two consecutive
+    presentations. A sample never classified correctly gets the number of epochs (it is harder than
+    any sample that was learned and forgotten at most every other epoch). All state lives on the
+    device; an update is three vectorised ops, no Python per sample. Ids < 0 (distilled images) are
+    ignored.
+    """
+
+    def __init__(self, num_samples: int, device="cpu"):
+        self.last_correct = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.learned = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.events = torch.zeros(num_samples, dtype=torch.int32, device=device)
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> None:
+        keep = ids >= 0
+        ids = ids[keep]
+        correct = logits[keep].argmax(1) == labels[keep]
+        self.events[ids] += (self.last_correct[ids] & ~correct).int()
+        self.last_correct[ids] = correct
+        self.learned[ids] |= correct
+
+    def scores(self, epochs: int) -> np.ndarray:
+        events = self.events.float()
+        events[~self.learned] = float(epochs)
+        return events.cpu().numpy().astype(np.float32)
+
+
+def load_scores(path: str | os.PathLike, store) -> np.ndarray:
+    """Difficulties (float64, higher = harder) for every sample of a train store.
+
+    .npy: forgetting scores as published (one per sample). .npz with 'scores': c-scores (higher =
+    easier), negated here. Scores for the full published dataset also fit a subset store that knows
+    its samples' indices in it (meta 'parent': the bundled demo, the Tiny-ImageNet mini zip).
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as data:
+                if "scores" not in data:
+                    raise UserError(f"{path}: a c-score .npz needs a 'scores' array (it has {', '.join(data.files)})")
+                scores = -np.asarray(data["scores"], np.float64)
+        else:
+            scores = np.asarray(np.load(path), np.float64)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such score file") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npy/.npz score file ({e})") from e
+    if scores.ndim != 1:
+        raise UserError(f"{path}: scores must be one number per sample, got shape {scores.shape}")
+    if len(scores) != len(store):
+        parent = store.meta.get("parent")
+        if parent and len(scores) == parent["size"]:
+            scores = scores[store.parent_indices]
+        else:
+            fits = f" or the {parent['size']} of {parent['dataset']}" if parent else ""
+            raise UserError(f"{path} holds {len(scores)} scores but {store.path} has {len(store)} samples{fits}: "
+                            "use the scores of this dataset")
+    if not np.isfinite(scores).all():
+        raise UserError(f"{path}: scores contain NaN or infinite values")
+    return scores
+
+
+def logit_difficulty(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The `logits` score: the negated true-class logit (a confident correct sample is easy)."""
+    return -logits[np.arange(len(labels)), labels].astype(np.float64)

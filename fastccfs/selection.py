@@ -1,0 +1,194 @@
+"""Selection rules as pure functions over arrays: CCFS's coarse-to-fine step, the per-phase budgets, and
+the real-image baselines (random, hardest-first coreset, SelMatch's sliding window).
+
+Conventions: `scores` are difficulties — higher = harder (forgetting counts as published; c-scores and
+true-class logits are negated before they get here). Ties are broken by sample index, so every rule
+is deterministic given its seed; the reference code's Python `sorted()` over a set does not promise
+that, so selections can differ from it where scores tie.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from fastccfs.errors import UserError
+
+COARSE = ("misclassified", "classified", "all")
+FINE = ("simple", "hard", "random")
+# Tiers of the fine stage: candidates first, then the fill sources in order.
+CANDIDATE, ELIGIBLE_REST, UNSELECTED_REST, NEVER = 0, 1, 2, 3
+
+
+class Selection(NamedTuple):
+    indices: np.ndarray  # int64: class by class, the preferred sample first
+    filled: np.ndarray  # int64 per class: picks that were not coarse candidates (shortfall fill)
+
+
+def phase_budgets(ipc: int, alpha: float, phases: int) -> tuple[int, list[int]]:
+    """(distilled images per class, real images per class for each phase).
+
+    ⌊α·IPC⌋ distilled; the rest split evenly over the phases, the remainder to the first ones
+    (IPC 100, α 0.2, J 3 → 20, [27, 27, 26]).
+    """
+    if ipc < 1 or not 0 <= alpha <= 1 or phases < 1:
+        raise UserError(f"need IPC ≥ 1, 0 ≤ α ≤ 1 and phases ≥ 1; got IPC {ipc}, α {alpha}, phases {phases}")
+    distilled = math.floor(alpha * ipc + 1e-9)  # 1e-9: α·IPC such as 0.3·10 is 2.999… in floating point
+    real = ipc - distilled
+    base, extra = divmod(real, phases)
+    return distilled, [base + (1 if j < extra else 0) for j in range(phases)]
+
+
+def _mask(selected, n: int) -> np.ndarray:
+    if selected is None:
+        return np.zeros(n, bool)
+    selected = np.asarray(selected)
+    if selected.dtype == bool:
+        if selected.shape != (n,):
+            raise UserError(f"the selected mask has shape {selected.shape}, expected ({n},)")
+        return selected
+    mask = np.zeros(n, bool)
+    mask[selected.astype(np.int64)] = True
+    return mask
+
+
+def fine_keys(scores: np.ndarray, fine: str, seed: int) -> np.ndarray:
+    """Sort keys (smaller = preferred) for a fine rule; ties fall to the smaller index."""
+    if fine == "simple":
+        return np.asarray(scores, np.float64)
+    if fine == "hard":
+        return -np.asarray(scores, np.float64)
+    if fine == "random":
+        return np.random.default_rng(seed).permutation(len(scores)).astype(np.float64)
+    raise UserError(f"unknown fine rule {fine!r}: use one of {', '.join(FINE)}")
+
+
+def tiers(pred, labels, selected, teacher_pred=None, coarse="misclassified") -> np.ndarray:
+    """Each sample's tier: 0 coarse candidate, 1 other eligible, 2 other unselected, 3 selected."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    unselected = ~_mask(selected, n)
+    eligible = unselected if teacher_pred is None else unselected & (np.asarray(teacher_pred) == labels)
+    pred = np.asarray(pred)
+    if coarse == "misclassified":
+        coarse_ok = pred != labels
+    elif coarse == "classified":
+        coarse_ok = pred == labels
+    elif coarse == "all":
+        coarse_ok = np.ones(n, bool)
+    else:
+        raise UserError(f"unknown coarse rule {coarse!r}: use one of {', '.join(COARSE)}")
+    t = np.full(n, NEVER, np.int8)
+    t[unselected] = UNSELECTED_REST
+    t[eligible] = ELIGIBLE_REST
+    t[eligible & coarse_ok] = CANDIDATE
+    return t
+
+
+def coarse_to_fine(pred, labels, scores, selected, k_per_class, teacher_pred=None, coarse: str = "misclassified",
+                   fine: str = "simple", seed: int = 0, num_classes: int | None = None, class_names=None,
+                   kernel: bool = True) -> Selection:
+    """One CCFS selection step: the new indices, k per class.
+
+    Eligible: not selected and, when teacher_pred is given, classified correctly by the teacher.
+    Coarse: candidates are the eligible samples the filter `pred` gets wrong ("misclassified"), right
+    ("classified"), or all of them ("all"). Fine, per class: "simple" = ascending difficulty,
+    "hard" = descending, "random" = a seeded shuffle; ties by index. A class with fewer candidates
+    than k takes them all, then fills from its other eligible samples, then from its other
+    unselected samples, in the same fine order; `filled` counts those. A class that still falls
+    short is an error naming it.
+    """
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    scores = np.asarray(scores, np.float64)
+    for name, arr in (("pred", pred), ("scores", scores), ("teacher_pred", teacher_pred)):
+        if arr is not None and len(arr) != n:
+            raise UserError(f"{name} has {len(arr)} entries but there are {n} labels")
+    if np.isnan(scores).any():
+        raise UserError(f"scores hold {int(np.isnan(scores).sum())} NaN values: difficulty scores must be numbers")
+    num_classes = num_classes or int(labels.max()) + 1
+    k = np.broadcast_to(np.asarray(k_per_class, np.int64), (num_classes,)).copy()
+    if (k < 0).any():
+        raise UserError("k_per_class must be ≥ 0")
+    t = tiers(pred, labels, selected, teacher_pred, coarse)
+    key = fine_keys(scores, fine, seed)
+    if kernel:
+        from kernels.topk import topk_per_class
+
+        taken, counts, from_tier = topk_per_class(labels, t, key, k)
+    else:
+        taken, counts, from_tier = topk_numpy(labels, t, key, k)
+    short = np.flatnonzero(counts < k)
+    if len(short):
+        c = int(short[0])
+        name = f" ({class_names[c]})" if class_names is not None else ""
+        raise UserError(f"class {c}{name} has only {int(counts[c])} unselected samples left but needs {int(k[c])}: "
+                        "lower the IPC or the number of phases")
+    indices = np.concatenate([taken[c, :counts[c]] for c in range(num_classes)]) if num_classes else np.zeros(0)
+    return Selection(indices.astype(np.int64), from_tier[:, ELIGIBLE_REST:].sum(axis=1).astype(np.int64))
+
+
+def topk_numpy(labels, tier, key, k):
+    """The reference for kernels.topk.topk_per_class: one lexsort by (class, tier, key, index)."""
+    labels, tier, key, k = (np.asarray(a) for a in (labels, tier, key, k))
+    num_classes = len(k)
+    order = np.lexsort((np.arange(len(labels)), key, tier, labels))
+    taken = np.full((num_classes, max(1, int(k.max(initial=0)))), -1, np.int64)
+    counts = np.zeros(num_classes, np.int64)
+    from_tier = np.zeros((num_classes, NEVER), np.int64)
+    starts = np.searchsorted(labels[order], np.arange(num_classes + 1))
+    for c in range(num_classes):
+        group = order[starts[c]:starts[c + 1]]
+        group = group[tier[group] < NEVER][: k[c]]
+        taken[c, : len(group)] = group
+        counts[c] = len(group)
+        from_tier[c] = np.bincount(tier[group], minlength=NEVER)[:NEVER]
+    return taken, counts, from_tier
+
+
+# --------------------------------------------------------------------------------- baselines
+
+
+def _per_class_order(labels, keys, num_classes):
+    """For each class, its indices by (key, index) ascending."""
+    order = np.lexsort((np.arange(len(labels)), keys, labels))
+    starts = np.searchsorted(labels[order], np.arange(num_classes + 1))
+    return [order[starts[c]:starts[c + 1]] for c in range(num_classes)]
+
+
+def _check_enough(groups, k, what):
+    for c, g in enumerate(groups):
+        if len(g) < k:
+            raise UserError(f"class {c} has {len(g)} samples but {what} needs {k} per class")
+
+
+def random_per_class(labels, k: int, seed: int = 0, num_classes: int | None = None) -> np.ndarray:
+    """k samples of each class, uniformly at random (seeded)."""
+    labels = np.asarray(labels, np.int64)
+    groups = _per_class_order(labels, fine_keys(np.zeros(len(labels)), "random", seed), num_classes or labels.max() + 1)
+    _check_enough(groups, k, "random selection")
+    return np.concatenate([g[:k] for g in groups]).astype(np.int64)
+
+
+def hardest_per_class(labels, scores, k: int, num_classes: int | None = None) -> np.ndarray:
+    """The forgetting coreset: the k highest-difficulty samples of each class (ties by index)."""
+    labels = np.asarray(labels, np.int64)
+    groups = _per_class_order(labels, -np.asarray(scores, np.float64), num_classes or labels.max() + 1)
+    _check_enough(groups, k, "the hardest-first coreset")
+    return np.concatenate([g[:k] for g in groups]).astype(np.int64)
+
+
+def window_per_class(labels, scores, k: int, beta: float, num_classes: int | None = None) -> np.ndarray:
+    """SelMatch's sliding window: per class, samples by descending difficulty; skip the hardest β
+    fraction and take the next k (the window is moved back where it would run past the end)."""
+    if not 0 <= beta <= 1:
+        raise UserError(f"the window start β must lie in [0, 1], got {beta}")
+    labels = np.asarray(labels, np.int64)
+    groups = _per_class_order(labels, -np.asarray(scores, np.float64), num_classes or labels.max() + 1)
+    _check_enough(groups, k, "the window selection")
+    out = []
+    for g in groups:
+        start = min(int(math.floor(beta * len(g))), len(g) - k)
+        out.append(g[start:start + k])
+    return np.concatenate(out).astype(np.int64)

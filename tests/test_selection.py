@@ -1,0 +1,136 @@
+"""Selection on hand-made cases (exact picks), the numba kernel against numpy, and the baselines."""
+import time
+
+import numpy as np
+import pytest
+
+from fastccfs.errors import UserError
+from fastccfs.selection import (coarse_to_fine, hardest_per_class, phase_budgets, random_per_class, topk_numpy,
+                                window_per_class)
+from kernels.topk import topk_per_class
+
+#                 0  1  2  3  4  5  6  7  8  9
+LABELS = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+PRED = np.array([1, 1, 0, 1, 1, 1, 1, 1, 1, 1])  # filter gets 0, 1, 3, 4 wrong (class 0); all of class 1 right
+SCORES = np.array([5.0, 1.0, 0.0, 1.0, 3.0, 2.0, 2.0, 0.4, 9.0, 1.0])
+
+
+def pick(**kw):
+    args = dict(pred=PRED, labels=LABELS, scores=SCORES, selected=None, k_per_class=2)
+    args.update(kw)
+    return coarse_to_fine(**args)
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_simple_misclassified_takes_lowest_scores_ties_by_index(kernel):
+    # Class 0 candidates 0,1,3,4 with scores 5,1,1,3: the tie 1.0 goes to index 1 before 3.
+    # Class 1 has no misclassified sample: filled in simple order, 7 (0.4) then 9 (1.0).
+    sel = pick(kernel=kernel)
+    assert sel.indices.tolist() == [1, 3, 7, 9]
+    assert sel.filled.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_hard_takes_highest_scores_ties_by_index(kernel):
+    assert pick(fine="hard", k_per_class=3, kernel=kernel).indices.tolist() == [0, 4, 1, 8, 5, 6]
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_classified_and_all(kernel):
+    # classified: class 0's only candidate is 2; fill from 1 (score 1, index 1 < 3).
+    sel = pick(coarse="classified", kernel=kernel)
+    assert sel.indices.tolist() == [2, 1, 7, 9] and sel.filled.tolist() == [1, 0]
+    assert pick(coarse="all", kernel=kernel).indices.tolist() == [2, 1, 7, 9]
+    assert pick(coarse="all", kernel=kernel).filled.tolist() == [0, 0]
+
+
+def test_already_selected_are_excluded_as_mask_or_indices():
+    by_mask = pick(selected=np.isin(np.arange(10), [1, 7]))
+    by_index = pick(selected=np.array([1, 7]))
+    assert by_mask.indices.tolist() == by_index.indices.tolist() == [3, 4, 9, 5]
+
+
+def test_teacher_filter_and_fill_order():
+    # The teacher is wrong on 1 and 3: class 0 candidates are 0 and 4 (scores 5, 3) → 4, 0; then
+    # with k = 4 the fill comes from eligible non-candidates (2), then teacher-wrong samples (1, 3).
+    teacher = LABELS.copy()
+    teacher[[1, 3]] = 1
+    sel = pick(teacher_pred=teacher, k_per_class=np.array([4, 1]))
+    assert sel.indices.tolist() == [4, 0, 2, 1, 7]
+    assert sel.filled.tolist() == [2, 1]
+
+
+def test_balance_exact_count_per_class_on_random_data():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 7, 5000)
+    sel = coarse_to_fine(rng.integers(0, 7, 5000), labels, rng.integers(0, 10, 5000) * 0.2, None, 13,
+                         teacher_pred=np.where(rng.random(5000) < 0.9, labels, -1))
+    assert np.bincount(labels[sel.indices], minlength=7).tolist() == [13] * 7
+    assert len(set(sel.indices.tolist())) == len(sel.indices)
+
+
+def test_random_fine_is_seeded_and_within_candidates():
+    a, b, c = pick(fine="random", seed=3), pick(fine="random", seed=3), pick(fine="random", seed=4, k_per_class=1)
+    assert a.indices.tolist() == b.indices.tolist()
+    assert set(a.indices[:2].tolist()) <= {0, 1, 3, 4}
+    many = {tuple(pick(fine="random", seed=s).indices[:2].tolist()) for s in range(30)}
+    assert len(many) > 3, "different seeds give different picks"
+    assert c.indices[0] in (0, 1, 3, 4)
+
+
+def test_shortfall_beyond_the_class_is_an_error_naming_it():
+    with pytest.raises(UserError, match=r"class 1 \(dog\) has only 3 unselected samples left but needs 4"):
+        pick(selected=np.array([5, 6]), k_per_class=np.array([1, 4]), class_names=["cat", "dog"])
+
+
+def test_bad_arguments():
+    with pytest.raises(UserError, match="unknown coarse rule"):
+        pick(coarse="wrong")
+    with pytest.raises(UserError, match="unknown fine rule"):
+        pick(fine="easiest")
+    with pytest.raises(UserError, match="scores has 3 entries"):
+        pick(scores=SCORES[:3])
+    with pytest.raises(UserError, match="NaN"):
+        pick(scores=np.where(LABELS == 0, np.nan, 1.0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kernel_equals_numpy_reference_on_random_inputs(seed):
+    rng = np.random.default_rng(seed)
+    n, c = int(rng.integers(50, 3000)), int(rng.integers(1, 30))
+    labels = rng.integers(0, c, n)
+    tier = rng.integers(0, 4, n).astype(np.int8)
+    key = rng.integers(0, 6, n).astype(np.float64)  # many ties
+    k = rng.integers(0, 40, c)
+    for got, want in zip(topk_per_class(labels, tier, key, k), topk_numpy(labels, tier, key, k)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_selection_of_100k_samples_is_fast():
+    """Not a timed target (that lives in benchmarks/), a guard against an accidental O(N²)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 200, 100_000)
+    args = (rng.integers(0, 200, 100_000), labels, rng.integers(0, 50, 100_000) * 0.2, None, 27)
+    coarse_to_fine(*args)  # compile
+    t = time.perf_counter()
+    coarse_to_fine(*args)
+    assert time.perf_counter() - t < 1.0
+
+
+def test_phase_budgets():
+    assert phase_budgets(100, 0.2, 3) == (20, [27, 27, 26])
+    assert phase_budgets(10, 0.3, 3) == (3, [3, 2, 2])  # 0.3·10 is 2.9999… in floating point
+    assert phase_budgets(50, 0.0, 4) == (0, [13, 13, 12, 12])
+    assert phase_budgets(7, 1.0, 2) == (7, [0, 0])
+    with pytest.raises(UserError):
+        phase_budgets(10, 1.5, 3)
+
+
+def test_baselines():
+    assert random_per_class(LABELS, 2, seed=0).tolist() == random_per_class(LABELS, 2, seed=0).tolist()
+    assert hardest_per_class(LABELS, SCORES, 2).tolist() == [0, 4, 8, 5]
+    # Descending difficulty, class 0: 0 (5), 4 (3), 1 (1), 3 (1), 2 (0). β = 0.4 skips two.
+    assert window_per_class(LABELS, SCORES, 2, 0.4).tolist() == [1, 3, 6, 9]
+    assert window_per_class(LABELS, SCORES, 2, 1.0).tolist() == [3, 2, 9, 7]  # clamped to the end
+    with pytest.raises(UserError, match="needs 6 per class"):
+        random_per_class(LABELS, 6)
