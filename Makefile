@@ -21,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python setup.py
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/fastccfs convert demo
+	$(BIN)/fastccfs run demo --out runs/demo
 
 test: setup
 	$(BIN)/python -m pytest tests -q -rs

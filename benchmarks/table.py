@@ -1,27 +1,39 @@
-"""pytest-benchmark JSON → the markdown table of benchmarks/README.md (images/s and ratios)."""
+"""pytest-benchmark JSON → the markdown table of benchmarks/README.md.
+
+Rows are grouped (extra_info["group"]); the "speed-up" column is the group's baseline time over the
+row's time, the baseline being the torch backend (loaders), the Python reference (selection) or the
+bare training step (training: there the ratio says how close fit() comes to the bare step).
+"""
 import json
 import platform
 import sys
 
+BASELINES = ("-torch]", "-python]", "[bare-step-")
+
+
+def fmt_time(s: float) -> str:
+    return f"{s:.2f} s" if s >= 1 else f"{s * 1000:.2f} ms" if s >= 1e-3 else f"{s * 1e6:.0f} µs"
+
 
 def main(path: str) -> None:
     data = json.load(open(path))
-    info = data["machine_info"]
-    print(f"Machine: {info.get('cpu', {}).get('brand_raw', platform.processor())}, "
-          f"{info.get('cpu', {}).get('count', '?')} cores; {data['datetime'][:10]}; "
-          f"torch {__import__('torch').__version__}\n")
-    print("| benchmark | mean s | images/s | vs torch backend |")
-    print("|---|---:|---:|---:|")
-    rows = {b["name"]: b for b in data["benchmarks"]}
-    for name, b in rows.items():
-        extra, mean = b["extra_info"], b["stats"]["mean"]
-        rate = extra.get("images", 0) / mean
-        ratio = ""
-        if "[" in name and "tensor" in name:
-            base = rows.get(name.replace("tensor", "torch"))
-            if base:
-                ratio = f"{base['stats']['mean'] / mean:.1f}×"
-        print(f"| {name} | {mean:.2f} | {rate:,.0f} | {ratio} |")
+    cpu = data["machine_info"].get("cpu", {})
+    print(f"Machine: {cpu.get('brand_raw', platform.processor())}, {cpu.get('count', '?')} cores; "
+          f"{data['datetime'][:10]}; {data['machine_info'].get('python_implementation', '')} "
+          f"{data['machine_info'].get('python_version', '')}\n")
+    print("| group | benchmark | mean | images/s | speed-up vs baseline |")
+    print("|---|---|---:|---:|---:|")
+    groups = {}
+    for b in data["benchmarks"]:
+        groups.setdefault(b["extra_info"].get("group", b["group"] or ""), []).append(b)
+    for group, rows in groups.items():
+        base = next((b for b in rows if any(t in b["name"] for t in BASELINES)), None)
+        for b in rows:
+            mean = b["stats"]["mean"]
+            images = b["extra_info"].get("images")
+            rate = f"{images / mean:,.0f}" if images else ""
+            ratio = f"{base['stats']['mean'] / mean:.2f}×" if base is not None else ""
+            print(f"| {group} | {b['name'].removeprefix('test_')} | {fmt_time(mean)} | {rate} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -35,5 +35,5 @@ def test_convert(benchmark, roots, tmp_path_factory, dataset):
     def fresh():
         return (dataset, roots[dataset], tmp_path_factory.mktemp("cache")), {"progress": False}
 
-    stores = benchmark.pedantic(convert, setup=fresh, rounds=2)
+    stores = benchmark.pedantic(convert, setup=fresh, rounds=3)
     benchmark.extra_info.update(images=len(stores["train"]) + len(stores["test"]), group="convert")
