@@ -17,6 +17,7 @@ setup(
         "Pillow>=10",
         "PyYAML>=6",
         "tqdm>=4.60",
+        "matplotlib>=3.7",
     ],
     extras_require={"test": ["pytest>=8", "pytest-benchmark>=4"]},
     entry_points={"console_scripts": ["fastccfs=fastccfs.cli:main"]},

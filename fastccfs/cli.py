@@ -55,6 +55,12 @@ def _export(args) -> None:
     print(f"wrote {out}")
 
 
+def _report(args) -> None:
+    from fastccfs.report import build_report
+
+    print(f"wrote {build_report(args.run_dirs[0], others=args.run_dirs[1:], cache=args.cache)}")
+
+
 def _add_run_settings(p: argparse.ArgumentParser) -> None:
     """One flag per RunConfig field (--teacher-lr for teacher_lr, …), defaults from configs/."""
     from dataclasses import fields
@@ -101,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _add_run_settings(p)
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("report", help="write RUN_DIR/report.html (figures embedded) and its PNG figures")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the run; more runs add a comparison table")
+    p.add_argument("--cache", default=None, help="where the dataset's store is (for the image grids)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("export", help="write a run's synthetic set as an ImageFolder of PNGs")
     p.add_argument("run_dir")

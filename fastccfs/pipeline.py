@@ -242,7 +242,7 @@ def stage_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, te
     record.update(coarse=coarse, selected=len(chosen.indices), filled=int(chosen.filled.sum()),
                   difficulty={"min": float(d.min()), "median": float(np.median(d)), "max": float(d.max())}
                   if len(d) else None, seconds=seconds)
-    save_arrays(out / f"phase_{j}.npz", indices=chosen.indices, filled=chosen.filled)
+    save_arrays(out / f"phase_{j}.npz", indices=chosen.indices, filled=chosen.filled, difficulty=d)
     write_json(out / f"phase_{j}.json", record)
     ctx.log(f"phase {j}: set {len(current)} → +{len(chosen.indices)} (filled {record['filled']}), "
             f"filter test acc {record.get('filter_test_acc', float('nan')):.3f}, "
@@ -332,6 +332,9 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
     write_json(out / "selected_indices.json",
                {"ipc": cfg.ipc, "alpha": cfg.alpha, "idx_selected": final.real_indices.tolist()})
     final.save(out / "synthetic_set.npz", ctx.train)
-    if not cfg.num_eval:
-        return {"set_size": len(final), "ipc": cfg.ipc, "models": {}}
-    return stage_eval(ctx, final, teacher)
+    summary = stage_eval(ctx, final, teacher) if cfg.num_eval else {"set_size": len(final), "ipc": cfg.ipc,
+                                                                     "models": {}}
+    from fastccfs.report import build_report
+
+    build_report(out, store=ctx.train)
+    return summary

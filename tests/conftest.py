@@ -67,3 +67,22 @@ def demo_stores(cache):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# Small settings for `fastccfs run demo` in tests: the fastest ConvNet, two epochs.
+FAST = ["--model", "convnet_bn", "--teacher-model", "convnet_bn", "--eval-models", "convnet_bn", "--epochs", "2",
+        "--eval-epochs", "2", "--warmup-epochs", "1", "--quiet"]
+
+
+def run(cache, out, *args) -> int:
+    from fastccfs.cli import main
+
+    return main(["run", "demo", "--cache", str(cache), "--out", str(out), *FAST, *map(str, args)])
+
+
+@pytest.fixture(scope="session")
+def own_run(tmp_path_factory, cache, demo_stores):
+    """The whole pipeline on the bundled subset with its own teacher and forgetting scores."""
+    out = tmp_path_factory.mktemp("runs") / "own"
+    assert run(cache, out, "--teacher-epochs", "2", "--num-eval", "1") == 0
+    return out

@@ -11,29 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, SCORES, need
+from conftest import FAST, REPO, SCORES, need, run
 from fastccfs.cli import main
 from fastccfs.distilled import read_distilled
 from fastccfs.errors import UserError
 
-FAST = ["--model", "convnet_bn", "--teacher-model", "convnet_bn", "--eval-models", "convnet_bn", "--epochs", "2",
-        "--eval-epochs", "2", "--warmup-epochs", "1", "--quiet"]
-
-
-def run(cache, out, *args):
-    return main(["run", "demo", "--cache", str(cache), "--out", str(out), *FAST, *map(str, args)])
-
-
 def selected(out):
     return np.array(json.loads((out / "selected_indices.json").read_text())["idx_selected"])
-
-
-@pytest.fixture(scope="module")
-def own_run(tmp_path_factory, cache, demo_stores):
-    """The whole pipeline with its own teacher and forgetting scores."""
-    out = tmp_path_factory.mktemp("runs") / "own"
-    assert run(cache, out, "--teacher-epochs", "2", "--num-eval", "1") == 0
-    return out
 
 
 def test_run_writes_everything_a_researcher_needs(own_run, demo_stores):

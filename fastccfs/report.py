@@ -1,0 +1,247 @@
+"""The run report: one self-contained HTML page (figures embedded) plus the figures as PNGs beside it.
+
+What the paper shows to judge a selection: the filter's accuracy per phase (Fig. 4a), the difficulty
+of the samples chosen in each phase (Fig. 4b), the chosen images themselves (Fig. 4c, Figs. 6–11),
+and the evaluation. The numbers the page shows are embedded in it as JSON (id "report-data"),
+copied from phases.json and eval.json, so what a reader sees can be checked against the run.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from fastccfs.atomic import write_text
+
+GRID_CLASSES = 10  # image grids show at most this many classes (the first ones)
+GRID_PER_CLASS = 8
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _img_tag(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def figure_filter_accuracy(phases: list[dict]) -> bytes:
+    import matplotlib.pyplot as plt
+
+    trained = [p for p in phases if "filter_test_acc" in p]
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    x = [p["phase"] for p in trained]
+    ax.plot(x, [100 * p["filter_train_acc"] for p in trained], "o-", label="train split")
+    ax.plot(x, [100 * p["filter_test_acc"] for p in trained], "s-", label="test split")
+    ax.set(xlabel="phase", ylabel="filter accuracy (%)", title="Filter accuracy per phase (Fig. 4a)")
+    ax.set_xticks(x)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)
+
+
+def figure_difficulty(per_phase: dict[int, np.ndarray], score: str) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    phases = sorted(per_phase)
+    data = [per_phase[j] for j in phases]
+    if all(len(d) > 1 for d in data):
+        ax.violinplot(data, positions=phases, showmedians=True)
+    ax.boxplot(data, positions=phases, widths=0.15, showfliers=False)
+    ax.set(xlabel="phase", ylabel=f"difficulty ({score}; higher = harder)",
+           title="Difficulty of the chosen samples (Fig. 4b)")
+    ax.set_xticks(phases)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def figure_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], title: str) -> bytes:
+    """Rows = classes (at most GRID_CLASSES), columns = up to GRID_PER_CLASS images in the given order."""
+    import matplotlib.pyplot as plt
+
+    classes = [c for c in range(len(class_names)) if (labels == c).any()][:GRID_CLASSES]
+    cols = max([min(GRID_PER_CLASS, int((labels == c).sum())) for c in classes] + [1])
+    fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 0.9, len(classes) * 0.95 + 0.4), squeeze=False)
+    for r, c in enumerate(classes):
+        members = np.flatnonzero(labels == c)[:cols]
+        for k in range(cols):
+            ax = axes[r, k]
+            ax.axis("off")
+            if k < len(members):
+                ax.imshow(images[members[k]], interpolation="nearest")
+        axes[r, 0].set_title(class_names[c], fontsize=7, loc="left")
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)
+
+
+def _median_picks(indices: np.ndarray, difficulty: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per class, the chosen samples closest to that class's median chosen difficulty (Fig. 4c)."""
+    out = []
+    for c in np.unique(labels[indices]):
+        members = indices[labels[indices] == c]
+        d = difficulty[labels[indices] == c]
+        order = np.lexsort((members, np.abs(d - np.median(d))))
+        out.append(members[order[:GRID_PER_CLASS]])
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def _store_for(cfg: dict, cache):
+    from fastccfs.errors import UserError
+    from fastccfs.store import find_store
+
+    try:
+        return find_store(cfg["dataset"], "train", cache)
+    except UserError:
+        return None
+
+
+def build_report(run_dir: str | os.PathLike, others=(), store=None, cache=None) -> Path:
+    """Write RUN_DIR/report.html and its PNG figures; returns the page's path."""
+    run_dir = Path(run_dir)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
+    if cfg is None:
+        from fastccfs.errors import UserError
+
+        raise UserError(f"{run_dir} is not a fastccfs run directory (no config.yaml)")
+    phases = _read_json(run_dir / "phases.json")
+    if phases is None:  # the curriculum did not finish: show the phases that did
+        phases = [p for j in range(1, cfg.get("phases", 0) + 1)
+                  if (p := _read_json(run_dir / f"phase_{j}.json")) is not None] or None
+    evaluation = _read_json(run_dir / "eval.json")
+    teacher = _read_json(run_dir / "teacher.json")
+    store = store if store is not None else _store_for(cfg, cache)
+
+    sections, missing, figures = [], [], {}
+    title = f"CCFS run — {cfg['dataset']}, IPC {cfg['ipc']}, {cfg['method']}"
+    sections.append(f"<h1>{html.escape(title)}</h1><p>{html.escape(str(run_dir.resolve()))}</p>")
+
+    sections.append("<h2>Settings</h2>" + _table(["setting", "value"], [[k, v] for k, v in cfg.items()]))
+    if teacher:
+        sections.append("<h2>Teacher</h2>" + _table(
+            ["train accuracy (%)", "test accuracy (%)", "checkpoint"],
+            [[_pct(teacher["train_acc"]), _pct(teacher["test_acc"]), teacher["checkpoint"]]]))
+    else:
+        missing.append("teacher.json: the teacher stage has not finished")
+
+    if phases:
+        rows = []
+        for p in phases:
+            s = p["seconds"]
+            rows.append([p["phase"], p["set_size"], p["k_per_class"], p["selected"], p["filled"],
+                         _pct(p.get("filter_train_acc")), _pct(p.get("filter_test_acc")), p.get("misclassified", "–"),
+                         f"{s['train']:.1f}", f"{s['inference']:.1f}", f"{1000 * s['selection']:.1f}",
+                         f"{p['train_images_per_s']:.0f}" if "train_images_per_s" in p else "–"])
+        sections.append("<h2>Phases and timings</h2>" + _table(
+            ["phase", "set size", "k per class", "selected", "filled", "filter train acc (%)", "filter test acc (%)",
+             "misclassified", "train s", "inference s", "selection ms", "train images/s"], rows))
+        if any("filter_test_acc" in p for p in phases):
+            figures["fig_filter_accuracy.png"] = ("Filter accuracy per phase", figure_filter_accuracy(phases))
+        per_phase = {}
+        for p in phases:
+            npz = run_dir / f"phase_{p['phase']}.npz"
+            if npz.is_file():
+                with np.load(npz) as data:
+                    if "difficulty" in data:
+                        per_phase[p["phase"]] = data["difficulty"]
+        if per_phase:
+            figures["fig_difficulty.png"] = ("Difficulty of the chosen samples",
+                                             figure_difficulty(per_phase, cfg.get("score", "")))
+        if store is not None:
+            for p in phases:
+                with np.load(run_dir / f"phase_{p['phase']}.npz") as data:
+                    if "difficulty" not in data or not len(data["indices"]):
+                        continue
+                    picks = _median_picks(data["indices"], data["difficulty"], store.labels)
+                figures[f"fig_phase_{p['phase']}_samples.png"] = (
+                    f"Phase {p['phase']}: chosen samples of median difficulty per class",
+                    figure_grid(np.asarray(store.images[picks]), store.labels[picks], store.classes,
+                                f"phase {p['phase']}: samples of median difficulty among those chosen"))
+        else:
+            missing.append("image grids of the chosen samples: the dataset's store was not found "
+                           "(run `fastccfs convert` or pass --cache)")
+    else:
+        missing.append("phases.json: no curriculum phase has finished" if cfg["method"] == "ccfs"
+                       else f"no curriculum phases: method {cfg['method']} selects in one step")
+
+    start = run_dir / "start.npz"
+    if start.is_file():
+        with np.load(start) as data:
+            if len(data["distilled_labels"]):
+                names = store.classes if store is not None else [str(c) for c in range(int(data["distilled_labels"].max()) + 1)]
+                figures["fig_distilled.png"] = ("The distilled part", figure_grid(
+                    data["distilled_images"], data["distilled_labels"], names, "distilled images"))
+            else:
+                sections.append(f"<p>No distilled part: the run started from "
+                                f"{len(data['real_indices'])} real images (init {html.escape(cfg.get('init', ''))}).</p>")
+
+    if evaluation:
+        rows = [[name, f"{_pct(r['final_epoch_acc']['mean'])} ± {_pct(r['final_epoch_acc']['std'])}",
+                 f"{_pct(r['max_last_20pct_acc']['mean'])} ± {_pct(r['max_last_20pct_acc']['std'])}", r["runs"]]
+                for name, r in evaluation["models"].items()]
+        sections.append("<h2>Evaluation</h2><p>Test accuracy (%) of models trained from scratch on the final set "
+                        f"({evaluation['set_size']} images) with KD, mean ± std over runs.</p>" + _table(
+                            ["model", "final-epoch accuracy", "max over last 20 % of epochs", "runs"], rows))
+    else:
+        missing.append("eval.json: the evaluation has not finished (or --num-eval 0)")
+
+    if others:
+        rows = []
+        for d in [run_dir, *map(Path, others)]:
+            c = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
+            e = _read_json(d / "eval.json") or {"models": {}}
+            for name, r in e["models"].items() or [("–", None)]:
+                rows.append([d.name, c.get("dataset"), c.get("ipc"), c.get("method"), c.get("coarse"), c.get("fine"),
+                             c.get("score"), c.get("alpha"), c.get("phases"), name,
+                             f"{_pct(r['final_epoch_acc']['mean'])} ± {_pct(r['final_epoch_acc']['std'])}" if r else "–",
+                             f"{_pct(r['max_last_20pct_acc']['mean'])} ± {_pct(r['max_last_20pct_acc']['std'])}" if r else "–"])
+        sections.append("<h2>Comparison</h2>" + _table(
+            ["run", "dataset", "IPC", "method", "coarse", "fine", "score", "α", "J", "model", "final-epoch acc (%)",
+             "max last 20 % acc (%)"], rows))
+
+    for name, (caption, png) in figures.items():
+        (run_dir / name).write_bytes(png)
+        sections.append(f"<figure>{_img_tag(png, caption)}<figcaption>{html.escape(caption)} "
+                        f"({name})</figcaption></figure>")
+    if missing:
+        sections.append("<h2>Missing</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
+
+    data = {"config": cfg, "teacher": teacher, "phases": phases, "eval": evaluation, "missing": missing}
+    # "</" would end the script element early; "<\\/" is the same JSON string.
+    embedded = json.dumps(data).replace("</", "<\\/")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+            "th{background:#f3f3f3}figure{display:inline-block;margin:1em}img{max-width:100%}"
+            "</style></head><body>" + "\n".join(sections) +
+            f"<script type='application/json' id='report-data'>{embedded}</script>"
+            "</body></html>")
+    path = run_dir / "report.html"
+    write_text(path, page)
+    return path
+
