@@ -55,6 +55,37 @@ def _export(args) -> None:
     print(f"wrote {out}")
 
 
+def _distill(args) -> None:
+    from pathlib import Path
+
+    from fastccfs.config import resolve_run_config
+    from fastccfs.distill import dataset_defaults, distill
+    from fastccfs.models import create_model, load_checkpoint
+    from fastccfs.pipeline import Context, stage_teacher
+    from fastccfs.store import convert
+
+    stores = convert(args.dataset, args.root, args.cache, progress=not args.quiet)
+    train = stores["train"]
+    out = Path(args.out or f"distilled/{train.meta['dataset']}-ipc{args.ipc}")
+    cfg = dataset_defaults(args.dataset)
+    for name in ("iterations", "lr", "r_bn", "batch_size", "jitter", "seed", "amp", "image_format"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    import torch
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.teacher:
+        teacher = load_checkpoint(create_model(args.teacher_model, train.num_classes, train.image_size[0]), args.teacher)
+    else:  # train one as `fastccfs run` does (its recipe for the dataset), keeping it in OUT/
+        run_cfg = resolve_run_config(args.dataset, args.ipc, None, {"teacher_model": args.teacher_model,
+                                                                    "seed": cfg.seed})
+        out.mkdir(parents=True, exist_ok=True)
+        teacher, _ = stage_teacher(Context(run_cfg, out, train, stores["test"], device, not args.quiet))
+    distill(teacher, train.classes, args.ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
+            progress=not args.quiet)
+    print(f"wrote {args.ipc} images per class to {out}/ (new000/class000_id000.{cfg.image_format}, distilled.npz)")
+
+
 def _report(args) -> None:
     from fastccfs.report import build_report
 
@@ -107,6 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _add_run_settings(p)
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("distill", help="recover a distilled set from a teacher (CDA), in the SRe²L/CDA layout",
+                       description="Defaults per dataset: configs/distill.yaml.")
+    p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path (as for convert)")
+    p.add_argument("--ipc", type=int, required=True, help="images per class to recover")
+    p.add_argument("--teacher", default=None, help="teacher checkpoint; without it one is trained into --out")
+    p.add_argument("--teacher-model", default="resnet18", help="the teacher's architecture (needs BatchNorm)")
+    p.add_argument("--out", default=None, help="output folder (default distilled/<dataset>-ipc<N>); resumable")
+    p.add_argument("--root", default=".")
+    p.add_argument("--cache", default=None)
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--r-bn", dest="r_bn", type=float, default=None, help="weight of the BN-statistics term")
+    p.add_argument("--batch-size", type=int, default=None, help="images optimised together (mixed classes)")
+    p.add_argument("--jitter", type=int, default=None, help="random shift in pixels")
+    p.add_argument("--format", dest="image_format", choices=["png", "jpg"], default=None)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_distill)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html (figures embedded) and its PNG figures")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the run; more runs add a comparison table")

@@ -67,6 +67,9 @@ class RunConfig:
     distilled: str | None = None
     init: str = "none"
     beta: float = 0.0
+    distill_iterations: int | None = None
+    distill_lr: float | None = None
+    distill_r_bn: float | None = None
     num_eval: int = 5
     loader: str = "tensor"
     amp: bool = True

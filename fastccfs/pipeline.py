@@ -9,6 +9,7 @@ Run directory:
   teacher.pt, teacher.json, teacher_pred.npy   (teacher.pt only when trained here)
   forgetting.npy          forgetting events counted while training the teacher here
   scores.npy              the difficulties used (higher = harder), aligned to the train store
+  distilled/              the distilled part made here (CDA), when no --distilled is given
   start.npz               the distilled part and any initial real indices
   phase_<j>.npz/.json     each phase's picks and record; phases.json gathers the records
   selected_indices.json   {"ipc", "alpha", "idx_selected"}: the reference code's form
@@ -81,6 +82,8 @@ def check_config(cfg: RunConfig) -> None:
                                  ("fine", cfg.fine, selection.FINE)):
         if value not in allowed:
             raise UserError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
+    if cfg.distilled and cfg.init != "none":
+        raise UserError(f"--distilled and --init {cfg.init} both give the starting set: choose one")
     if cfg.num_eval < 0 or cfg.epochs < 1:
         raise UserError("need epochs ≥ 1 and num_eval ≥ 0")
     selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)  # raises on bad IPC / α / J
@@ -158,8 +161,20 @@ def stage_scores(ctx: Context) -> np.ndarray | None:
     return np.load(out / "scores.npy")
 
 
-def stage_start(ctx: Context, scores: np.ndarray | None) -> SyntheticSet:
-    """The starting set S0: the distilled part (α·IPC per class), or real images in its place."""
+def distill_config(cfg: RunConfig):
+    from fastccfs.distill import dataset_defaults
+
+    dc = dataset_defaults(cfg.dataset)
+    for name in ("iterations", "lr", "r_bn"):
+        if getattr(cfg, f"distill_{name}") is not None:
+            setattr(dc, name, getattr(cfg, f"distill_{name}"))
+    dc.seed = cfg.seed
+    return dc
+
+
+def stage_start(ctx: Context, scores: np.ndarray | None, teacher) -> SyntheticSet:
+    """The starting set S0: the distilled part (α·IPC per class: read, or distilled here with the
+    teacher), or real images in its place."""
     cfg, out = ctx.cfg, ctx.out
     path = out / "start.npz"
     if not path.is_file():
@@ -167,20 +182,23 @@ def stage_start(ctx: Context, scores: np.ndarray | None) -> SyntheticSet:
         empty = np.zeros((0, *ctx.train.images.shape[1:]), np.uint8), np.zeros(0, np.int64)
         images, labels, real = *empty, np.zeros(0, np.int64)
         labels_all = ctx.train.labels
-        if per_class and cfg.distilled:
+        if per_class and cfg.init == "none":
             from fastccfs.distilled import read_distilled
 
-            images, labels = read_distilled(cfg.distilled, ctx.train.classes, per_class, ctx.train.images.shape[1:])
+            source = cfg.distilled
+            if not source:
+                from fastccfs.distill import distill
+
+                ctx.log(f"distilled part: recovering {per_class} images per class from the teacher (CDA)")
+                source = distill(teacher, ctx.train.classes, per_class, ctx.train.image_size[0], ctx.train.mean,
+                                 ctx.train.std, distill_config(cfg), out / "distilled", ctx.device, ctx.progress)
+            images, labels = read_distilled(source, ctx.train.classes, per_class, ctx.train.images.shape[1:])
         elif per_class and cfg.init == "random":
             real = selection.random_per_class(labels_all, per_class, ctx.seed(1), ctx.num_classes)
         elif per_class and cfg.init == "window":
             if scores is None:
                 raise UserError("--init window orders samples by difficulty: it needs --score forgetting or cscore")
             real = selection.window_per_class(labels_all, scores, per_class, cfg.beta, ctx.num_classes)
-        elif per_class:
-            raise UserError(f"α = {cfg.alpha} asks for {per_class} distilled images per class: pass --distilled PATH, "
-                            "or --init random|window to start from real images (self-evolved selection), "
-                            "or --alpha 0")
         save_arrays(path, distilled_images=images, distilled_labels=labels, real_indices=real)
     with np.load(path) as data:
         return SyntheticSet(data["distilled_images"], data["distilled_labels"], data["real_indices"])
@@ -326,7 +344,7 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
     teacher, teacher_pred = stage_teacher(ctx)
     scores = stage_scores(ctx)
     if cfg.method == "ccfs":
-        final = stage_curriculum(ctx, stage_start(ctx, scores), teacher, teacher_pred, scores)
+        final = stage_curriculum(ctx, stage_start(ctx, scores, teacher), teacher, teacher_pred, scores)
     else:
         final = stage_baseline(ctx, scores)
     write_json(out / "selected_indices.json",

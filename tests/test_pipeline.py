@@ -147,8 +147,8 @@ def test_bad_run_inputs(cache, tmp_path, capsys, published_args):
     assert run(cache, tmp_path / "a", "--teacher", published_args[1], "--scores",
                str(SCORES / "forgetting_Tiny.npy"), "--num-eval", "0") == 2
     assert "holds 100000 scores but" in capsys.readouterr().err
-    assert run(cache, tmp_path / "b", *published_args, "--init", "none") == 2
-    assert "pass --distilled PATH, or --init random|window" in capsys.readouterr().err
+    assert run(cache, tmp_path / "b", *published_args, "--distilled", tmp_path, "--init", "window") == 2
+    assert "--distilled and --init window both give the starting set" in capsys.readouterr().err
     assert run(cache, tmp_path / "c", "--teacher", str(tmp_path / "nope.pt"), "--num-eval", "0") == 2
     assert "no such checkpoint" in capsys.readouterr().err
     assert run(cache, tmp_path / "d", *published_args, "--fine", "easiest") == 2
