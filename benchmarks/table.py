@@ -8,7 +8,7 @@ import json
 import platform
 import sys
 
-BASELINES = ("-torch]", "-python]", "[bare-step-")
+BASELINES = ("-torch]", "-python]", "[bare-step-", "-reference]")
 
 
 def fmt_time(s: float) -> str:

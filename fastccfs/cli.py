@@ -86,6 +86,17 @@ def _distill(args) -> None:
     print(f"wrote {args.ipc} images per class to {out}/ (new000/class000_id000.{cfg.image_format}, distilled.npz)")
 
 
+def _bench(args) -> None:
+    from fastccfs.atomic import write_json
+    from fastccfs.bench import bench_curriculum, format_table
+
+    result = bench_curriculum(args.dataset, args.ipc, args.model, args.epochs, args.root, args.cache, args.alpha,
+                              args.seed, args.device, args.teacher, args.scores, progress=not args.quiet)
+    print(format_table(result))
+    if args.json:
+        write_json(args.json, result)
+
+
 def _report(args) -> None:
     from fastccfs.report import build_report
 
@@ -154,11 +165,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="images optimised together (mixed classes)")
     p.add_argument("--jitter", type=int, default=None, help="random shift in pixels")
     p.add_argument("--format", dest="image_format", choices=["png", "jpg"], default=None)
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument("--amp", choices=["auto", "bf16", "off"], default=None,
+                   help="bf16 autocast: auto (CUDA only), bf16, off")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_distill)
+
+    p = sub.add_parser("bench", help="benchmarks; `bench curriculum`: one CCFS phase vs a reference-style path")
+    bench = p.add_subparsers(dest="bench", required=True)
+    p = bench.add_parser("curriculum", help="one phase by fastccfs and by the reference's way, per-stage ratios")
+    p.add_argument("dataset")
+    p.add_argument("--ipc", type=int, required=True)
+    p.add_argument("--model", default="convnet", help="resnet18, convnet, … (filter and teacher)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--alpha", type=float, default=0.2)
+    p.add_argument("--json", default=None, help="write the result to this file")
+    p.add_argument("--teacher", default=None, help="a checkpoint (default: an untrained teacher)")
+    p.add_argument("--scores", default=None, help="score file (default: seeded random scores)")
+    p.add_argument("--root", default=".")
+    p.add_argument("--cache", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html (figures embedded) and its PNG figures")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the run; more runs add a comparison table")

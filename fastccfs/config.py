@@ -72,7 +72,7 @@ class RunConfig:
     distill_r_bn: float | None = None
     num_eval: int = 5
     loader: str = "tensor"
-    amp: bool = True
+    amp: str = "auto"
     compile: bool = False
     seed: int = 0
 

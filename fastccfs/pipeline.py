@@ -41,7 +41,9 @@ from fastccfs.trainer import Recipe, accuracy, batch_size_for, fit, predict
 METHODS = ("ccfs", "random", "coreset", "window", "full")
 INITS = ("none", "random", "window")
 SCORES = ("forgetting", "cscore", "logits")
-EVAL_BATCH = 1024
+# Inference batch: large on GPUs; 128 on CPUs, where it measured fastest (ResNet-18 fp32: 225 img/s at
+# 128, 196 at 1024; ConvNet-BN: 1,666 vs 1,322).
+EVAL_BATCH = {"cuda": 1024, "cpu": 128}
 
 
 @dataclass
@@ -69,7 +71,7 @@ class Context:
         return make_loader(store, backend=self.cfg.loader, device=self.device, **kw)
 
     def eval_loader(self, store):
-        return self.loader(store, augment=False, batch_size=EVAL_BATCH)
+        return self.loader(store, augment=False, batch_size=EVAL_BATCH.get(self.device.type, 1024))
 
     def log(self, message: str) -> None:
         if self.progress:

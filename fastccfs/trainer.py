@@ -3,8 +3,9 @@
 The recipe is the CCFS reference's: SGD with momentum, weight decay on every parameter, a linear
 warm-up from 1 % of the learning rate over the first epochs, then cosine decay to 0 (stepped per
 epoch), KD loss KL(log_softmax(s/T) ‖ log_softmax(t/T))·T² with the teacher in inference mode on
-the same augmented batch. Speed comes from the loader (no Python per sample), bf16 autocast, the
-memory format each model runs fastest in, and optional torch.compile. Losses are summed on the device
+the same augmented batch. Speed comes from the loader (no Python per sample), the
+memory format each model runs fastest in, bf16 autocast where it pays (amp_dtype), and optional
+torch.compile. Losses are summed on the device
 and checked once per epoch, so the loop never waits on the device per step.
 """
 from __future__ import annotations
@@ -54,11 +55,21 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature**2
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the device runs it (every CPU torch supports; CUDA from Ampere on), else None (fp32)."""
-    if device.type == "cpu":
+AMP_MODES = ("auto", "bf16", "off")
+
+
+def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """The autocast dtype, or None for fp32.
+
+    "auto": bf16 on CUDA devices that run it (Ampere on), fp32 on CPUs — measured on this project's
+    CPU (Xeon with AVX-512 bf16, 2 cores), bf16 autocast was slower than fp32 for training and for
+    inference of every model fastccfs runs (benchmarks/README.md). "bf16" forces it; "off" is fp32.
+    """
+    if amp not in AMP_MODES:
+        raise UserError(f"unknown amp mode {amp!r}: use one of {', '.join(AMP_MODES)}")
+    if amp == "bf16":
         return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
 
@@ -71,13 +82,13 @@ def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format
     return torch.channels_last
 
 
-def _autocast(device: torch.device, amp: bool):
-    dtype = amp_dtype(device) if amp else None
+def _autocast(device: torch.device, amp: str):
+    dtype = amp_dtype(device, amp)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = None, device="cpu",
-        amp: bool = True, compile: bool = False, evaluate=None, evaluate_from: float = 0.8, on_batch=None,
+        amp: str = "auto", compile: bool = False, evaluate=None, evaluate_from: float = 0.8, on_batch=None,
         progress: bool = True, desc: str = "train") -> dict:
     """Train `model` in place; returns the history.
 
@@ -141,7 +152,7 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, device="cpu", amp: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(model: nn.Module, loader, device="cpu", amp: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(logits float32 N×C, labels, ids) over an evaluation loader, in its order."""
     device = torch.device(device)
     fmt = memory_format(model, device)
@@ -156,6 +167,6 @@ def predict(model: nn.Module, loader, device="cpu", amp: bool = True) -> tuple[n
     return tuple(torch.cat(t).cpu().numpy() for t in (logits, labels, ids))
 
 
-def accuracy(model: nn.Module, loader, device="cpu", amp: bool = True) -> float:
+def accuracy(model: nn.Module, loader, device="cpu", amp: str = "auto") -> float:
     logits, labels, _ = predict(model, loader, device, amp)
     return float((logits.argmax(1) == labels).mean())

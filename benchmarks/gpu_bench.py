@@ -1,0 +1,179 @@
+"""The GPU benchmark behind benchmarks/gpu.sh: one JSON with what a single accelerator does for CCFS.
+
+  - ResNet-18 training images/s at 32 and 64 px, batch 64 and 256, bf16 autocast, channels_last:
+    eager, torch.compile, and torch.compile(mode="reduce-overhead") (CUDA graphs);
+  - KD training images/s (student + teacher forward), inference images/s (batch 1024);
+  - achieved TFLOP/s of training (3 × the forward FLOPs counted by torch's FlopCounterMode);
+  - one CCFS phase (fastccfs's own stage_phase) on random Tiny-ImageNet-shaped data (100,000 × 64 × 64,
+    200 classes, IPC 100, α 0.2) and the projected wall-clock of the three phases of
+    `fastccfs run tiny-imagenet --ipc 100` (100 epochs per phase, as the paper's Table 9).
+`--smoke` shrinks every size so that the script runs on a CPU in a minute or two (CI runs it so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fastccfs.bench import machine  # noqa: E402
+from fastccfs.models import create_model  # noqa: E402
+from fastccfs.trainer import kd_loss  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_rate(device, size, batch, mode, steps, kd=False) -> float:
+    torch.manual_seed(0)
+    model = create_model("resnet18", 200, size).to(device, memory_format=torch.channels_last)
+    teacher = create_model("resnet18", 200, size).to(device, memory_format=torch.channels_last).eval() if kd else None
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 200, (batch,), device=device)
+    dtype = torch.bfloat16
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype):
+            out = model(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = kd_loss(out, target, 20.0)
+            else:
+                loss = F.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    if mode != "eager":
+        model = torch.compile(model, mode="reduce-overhead" if mode == "cuda-graphs" else None)
+    for _ in range(3):  # warm-up (and compilation)
+        step()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps * batch / (time.perf_counter() - t)
+
+
+@torch.no_grad()
+def inference_rate(device, size, batch, steps) -> float:
+    model = create_model("resnet18", 200, size).to(device, memory_format=torch.channels_last).eval()
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        model(x)
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            model(x)
+        sync(device)
+    return steps * batch / (time.perf_counter() - t)
+
+
+def forward_flops(size) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model("resnet18", 200, size).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops()
+
+
+def random_store(root: Path, n: int, size: int, classes: int):
+    """A store of random uint8 images with the fields of a real one (the speed does not depend on pixels)."""
+    from fastccfs.store import FORMAT_VERSION, Store
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.save(root / "images.npy", rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+    np.save(root / "labels.npy", np.arange(n, dtype=np.int64) % classes)
+    meta = {"format_version": FORMAT_VERSION, "dataset": "random-tiny", "split": root.name, "classes":
+            [f"c{c}" for c in range(classes)], "class_names": [f"c{c}" for c in range(classes)],
+            "mean": [0.4802, 0.4481, 0.3975], "std": [0.2302, 0.2265, 0.2262], "parent": None}
+    (root / "meta.json").write_text(json.dumps(meta))
+    return Store.open(root)
+
+
+def ccfs_phase(device, n, classes, ipc, epochs) -> dict:
+    from fastccfs import selection
+    from fastccfs.config import RunConfig
+    from fastccfs.pipeline import Context, stage_phase
+    from fastccfs.synthetic import SyntheticSet
+    from fastccfs.trainer import predict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        train = random_store(tmp / "store" / "train", n, 64, classes)
+        test = random_store(tmp / "store" / "test", max(n // 10, classes), 64, classes)
+        cfg = RunConfig(dataset="random-tiny", ipc=ipc, model="resnet18", teacher_model="resnet18", epochs=epochs,
+                        lr=0.2, weight_decay=1e-4, batch_size=64)
+        per_class, budgets = selection.phase_budgets(ipc, cfg.alpha, cfg.phases)
+        start = selection.random_per_class(train.labels, per_class, 0, classes)
+        ctx = Context(cfg, tmp / "run", train, test, device, False)
+        (tmp / "run").mkdir()
+        torch.manual_seed(0)
+        teacher = create_model("resnet18", classes, 64).to(device).eval()
+        teacher_pred = predict(teacher, ctx.eval_loader(train), device)[0].argmax(1)
+        scores = np.random.default_rng(0).integers(0, 50, n) * 0.2
+        current = SyntheticSet(np.zeros((0, 64, 64, 3), np.uint8), np.zeros(0, np.int64), start)
+        stage_phase(ctx, 1, current, budgets[0], teacher, teacher_pred, scores)
+        record = json.loads((tmp / "run" / "phase_1.json").read_text())
+    sizes = [classes * (per_class + sum(budgets[:j])) for j in range(cfg.phases)]
+    kd_rate = record["train_images_per_s"]
+    infer_s = record["seconds"]["inference"]
+    projected = sum(s * 100 / kd_rate for s in sizes) + cfg.phases * (infer_s + record["seconds"]["selection"])
+    return {"train_split": n, "set_size": len(start), "epochs": epochs, "seconds": record["seconds"],
+            "kd_train_images_per_s": kd_rate, "inference_images_per_s": n / infer_s,
+            "phase_set_sizes_at_ipc": sizes, "projected_three_phases_s": projected,
+            "projection": "Σ_j set_j × 100 epochs / measured KD images/s + 3 × (inference + selection)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a CPU (CI)")
+    parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "gpu.json"))
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    smoke = args.smoke
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    batches = (4,) if smoke else (64, 256)
+    steps = 2 if smoke else 30
+    modes = ["eager"] if smoke or device.type != "cuda" else ["eager", "compile", "cuda-graphs"]
+    result = {"machine": machine(), "device": str(device), "smoke": smoke, "dtype": "bf16 autocast",
+              "memory_format": "channels_last", "train": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    start = time.perf_counter()
+    for size in (32, 64):
+        flops = forward_flops(size)
+        for batch in batches:
+            for mode in modes:
+                rate = train_rate(device, size, batch, mode, steps)
+                result["train"][f"{size}px-batch{batch}-{mode}"] = {
+                    "images_per_s": rate, "tflops": 3 * flops * rate / 1e12}
+        result["train"][f"{size}px-batch{batches[-1]}-kd-eager"] = {
+            "images_per_s": train_rate(device, size, batches[-1], "eager", steps, kd=True)}
+        result[f"inference_{size}px_images_per_s"] = inference_rate(device, size, 8 if smoke else 1024, steps)
+        result[f"forward_gflops_per_image_{size}px"] = flops / 1e9
+    result["ccfs_phase_tiny_ipc100"] = (ccfs_phase(device, 2000, 20, 10, 1) if smoke
+                                        else ccfs_phase(device, 100_000, 200, 100, 2))
+    result["seconds"] = time.perf_counter() - start
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

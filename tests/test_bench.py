@@ -1,0 +1,31 @@
+"""The benchmark entry points run and report what they promise (speeds are not asserted here)."""
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_gpu_script_smoke_writes_its_json(tmp_path):
+    out = tmp_path / "gpu.json"
+    subprocess.run(["bash", "benchmarks/gpu.sh", "--smoke", "--out", str(out)], cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["smoke"] and set(result["train"]) >= {"32px-batch4-eager", "64px-batch4-eager",
+                                                         "64px-batch4-kd-eager"}
+    assert all(v["images_per_s"] > 0 for v in result["train"].values())
+    assert result["inference_64px_images_per_s"] > 0 and result["forward_gflops_per_image_32px"] > 0.5
+    phase = result["ccfs_phase_tiny_ipc100"]
+    assert set(phase["seconds"]) >= {"train", "inference", "selection"} and phase["projected_three_phases_s"] > 0
+
+
+def test_bench_curriculum_reports_every_stage(tmp_path, cache, demo_stores):
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "-m", "fastccfs", "bench", "curriculum", "demo", "--ipc", "10", "--epochs", "1",
+                    "--model", "convnet_bn", "--cache", str(cache), "--json", str(out), "--quiet"], cwd=REPO,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    result = json.loads(out.read_text())
+    assert set(result["stages"]) == {"train", "inference", "selection"}
+    for row in [*result["stages"].values(), result["total"]]:
+        assert row["fast_s"] > 0 and row["reference_s"] > 0 and row["ratio"] == row["reference_s"] / row["fast_s"]
+    assert result["machine"]["cores"] >= 1 and result["set_size"] == 20
