@@ -39,7 +39,7 @@ class PILImages(Dataset):
 
 def normalised_tensor(store) -> torch.Tensor:
     """The reference's `images_og`: every train image through ToTensor + Normalize, stacked (setup)."""
-    x = torch.from_numpy(np.asarray(store.images)).permute(0, 3, 1, 2).float() / 255
+    x = torch.from_numpy(np.array(store.images)).permute(0, 3, 1, 2).float() / 255
     mean = torch.tensor(store.mean).view(1, 3, 1, 1)
     std = torch.tensor(store.std).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -91,9 +91,9 @@ def infer(model, images_og: torch.Tensor, batch_size: int = 256, device="cpu") -
     return logits
 
 
-def select(logits, labels_all, teacher_correct_idx, selected_idx, scores, k, num_classes):
+def select(predicted, labels_all, teacher_correct_idx, selected_idx, scores, k, num_classes):
+    """predicted: the filter's labels (a CPU tensor), teacher_correct_idx / selected_idx: index lists."""
     true_labels = torch.as_tensor(labels_all)
-    predicted = torch.argmax(logits, dim=1).cpu()
     target = torch.where(true_labels != predicted)[0].tolist()
     target = list(set(teacher_correct_idx) & set(target) - set(selected_idx))
     per_class = [[] for _ in range(num_classes)]
@@ -114,6 +114,7 @@ def phase(model, teacher, store, images_og, indices, teacher_correct_idx, scores
     seconds["train"], t = time.perf_counter() - t, time.perf_counter()
     logits = infer(model, images_og, device=device)
     seconds["inference"], t = time.perf_counter() - t, time.perf_counter()
-    picks = select(logits, store.labels, teacher_correct_idx, list(indices), scores, k, store.num_classes)
+    picks = select(torch.argmax(logits, dim=1).cpu(), store.labels, teacher_correct_idx, list(indices), scores, k,
+                   store.num_classes)
     seconds["selection"] = time.perf_counter() - t
     return picks, {"seconds": seconds, "train_images": images}

@@ -88,11 +88,16 @@ def test_truncated_image_in_a_large_split_decoded_by_workers(capsys, tmp_path, r
     assert_cache_clean(tmp_path / "cache")
 
 
-def test_truncated_pickle(capsys, tmp_path, cifar_root):
-    folder = tmp_path / "cifar-10-batches-py"
+def copy_cifar(cifar_root, root):
+    folder = root / "cifar-10-batches-py"
     folder.mkdir()
     for f in (cifar_root / "cifar-10-batches-py").iterdir():
         (folder / f.name).write_bytes(f.read_bytes())
+    return folder
+
+
+def test_truncated_pickle(capsys, tmp_path, cifar_root):
+    folder = copy_cifar(cifar_root, tmp_path)
     (folder / "data_batch_3").write_bytes((folder / "data_batch_3").read_bytes()[:5000])
     code, err = run_convert(capsys, "cifar10", tmp_path / "cache", "--root", tmp_path)
     assert_one_line_error(code, err, "data_batch_3", "not a readable CIFAR pickle")
@@ -100,10 +105,7 @@ def test_truncated_pickle(capsys, tmp_path, cifar_root):
 
 
 def test_label_outside_the_class_list_in_a_pickle(capsys, tmp_path, cifar_root):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    for f in (cifar_root / "cifar-10-batches-py").iterdir():
-        (folder / f.name).write_bytes(f.read_bytes())
+    folder = copy_cifar(cifar_root, tmp_path)
     batch = pickle.loads((folder / "test_batch").read_bytes(), encoding="latin1")
     batch["labels"][42] = 12
     (folder / "test_batch").write_bytes(pickle.dumps(batch))
