@@ -151,6 +151,10 @@ def stage_scores(ctx: Context) -> np.ndarray | None:
         return None
     if not (out / "scores.npy").is_file():
         if cfg.scores:
+            kind = "cscore" if str(cfg.scores).endswith(".npz") else "forgetting"
+            if kind != cfg.score:
+                raise UserError(f"--scores {cfg.scores} holds {kind} scores but --score is {cfg.score}: "
+                                f"pass --score {kind}")
             scores = load_scores(cfg.scores, ctx.train)
         elif cfg.score == "forgetting" and (out / "forgetting.npz").is_file():
             scores = np.load(out / "forgetting.npz")["scores"].astype(np.float64)

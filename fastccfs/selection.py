@@ -111,22 +111,28 @@ def coarse_to_fine(pred, labels, scores, selected, k_per_class, teacher_pred=Non
     k = np.broadcast_to(np.asarray(k_per_class, np.int64), (num_classes,)).copy()
     if (k < 0).any():
         raise UserError("k_per_class must be ≥ 0")
-    t = tiers(pred, labels, selected, teacher_pred, coarse)
     key = fine_keys(scores, fine, seed)
-    topk = topk_numpy
+    try:
+        from kernels import topk as kernels_topk
+    except ImportError:  # no numba (e.g. a bare GPU image): the numpy reference gives the same picks
+        kernel = False
     if kernel:
-        try:
-            from kernels.topk import topk_per_class as topk
-        except ImportError:  # no numba (e.g. a bare GPU image): the numpy reference gives the same picks
-            pass
-    taken, counts, from_tier = topk(labels, t, key, k)
+        if coarse not in COARSE:
+            raise UserError(f"unknown coarse rule {coarse!r}: use one of {', '.join(COARSE)}")
+        use_teacher = teacher_pred is not None
+        t = kernels_topk.tiers(labels, np.asarray(pred, np.int64), np.asarray(teacher_pred if use_teacher else labels,
+                               np.int64), _mask(selected, n), COARSE.index(coarse), use_teacher)
+        taken, counts, from_tier = kernels_topk.topk_per_class(labels, t, key, k)
+    else:
+        t = tiers(pred, labels, selected, teacher_pred, coarse)
+        taken, counts, from_tier = topk_numpy(labels, t, key, k)
     short = np.flatnonzero(counts < k)
     if len(short):
         c = int(short[0])
         name = f" ({class_names[c]})" if class_names is not None else ""
         raise UserError(f"class {c}{name} has only {int(counts[c])} unselected samples left but needs {int(k[c])}: "
                         "lower the IPC or the number of phases")
-    indices = np.concatenate([taken[c, :counts[c]] for c in range(num_classes)]) if num_classes else np.zeros(0)
+    indices = taken[taken >= 0]  # row-major: class by class, preferred first
     return Selection(indices.astype(np.int64), from_tier[:, ELIGIBLE_REST:].sum(axis=1).astype(np.int64))
 
 

@@ -28,9 +28,32 @@ def _group_by_class(labels, num_classes):
 
 
 @njit(parallel=True, cache=True)
+def tiers(labels, pred, teacher_pred, selected, coarse, use_teacher):
+    """fastccfs.selection.tiers in one parallel pass. coarse: 0 misclassified, 1 classified, 2 all."""
+    n = labels.shape[0]
+    out = np.empty(n, np.int8)
+    for i in prange(n):
+        if selected[i]:
+            out[i] = NEVER
+        elif use_teacher and teacher_pred[i] != labels[i]:
+            out[i] = 2
+        elif coarse == 2 or (coarse == 0) == (pred[i] != labels[i]):
+            out[i] = 0
+        else:
+            out[i] = 1
+    return out
+
+
+@njit(parallel=True, cache=True)
 def topk_per_class(labels, tier, key, k):
     """→ (taken, counts, from_tier): taken[c, :counts[c]] are class c's picks in order of preference;
-    from_tier[c, t] counts the picks of tier t."""
+    from_tier[c, t] counts the picks of tier t.
+
+    One pass over each class's members (ascending index) keeps its best k in a sorted buffer by
+    insertion: O(n + accepted·k) per class, no per-class sort and no temporary arrays per tier.
+    Ties in (tier, key) keep index order: members arrive ascending and an equal pair never moves
+    ahead of one already kept.
+    """
     num_classes = k.shape[0]
     grouped, offsets = _group_by_class(labels, num_classes)
     width = max(1, k.max())
@@ -38,16 +61,34 @@ def topk_per_class(labels, tier, key, k):
     counts = np.zeros(num_classes, np.int64)
     from_tier = np.zeros((num_classes, NEVER), np.int64)
     for c in prange(num_classes):
-        members = grouped[offsets[c]:offsets[c + 1]]
-        for t in range(NEVER):
-            if counts[c] >= k[c]:
-                break
-            pool = members[tier[members] == t]  # still ascending by index
-            # A stable sort by key keeps ties in index order: the (key, index) rule.
-            order = np.argsort(key[pool], kind="mergesort")
-            n = min(k[c] - counts[c], pool.shape[0])
-            for j in range(n):
-                taken[c, counts[c] + j] = pool[order[j]]
-            counts[c] += n
-            from_tier[c, t] = n
+        need = k[c]
+        if need == 0:
+            continue
+        best = taken[c]
+        best_tier = np.empty(need, np.int8)
+        best_key = np.empty(need, np.float64)
+        n = 0
+        for m in range(offsets[c], offsets[c + 1]):
+            i = grouped[m]
+            t = tier[i]
+            if t >= NEVER:
+                continue
+            v = key[i]
+            if n == need:
+                if not (t < best_tier[n - 1] or (t == best_tier[n - 1] and v < best_key[n - 1])):
+                    continue
+                n -= 1  # the last one drops out
+            pos = n
+            while pos > 0 and (t < best_tier[pos - 1] or (t == best_tier[pos - 1] and v < best_key[pos - 1])):
+                best[pos] = best[pos - 1]
+                best_tier[pos] = best_tier[pos - 1]
+                best_key[pos] = best_key[pos - 1]
+                pos -= 1
+            best[pos] = i
+            best_tier[pos] = t
+            best_key[pos] = v
+            n += 1
+        counts[c] = n
+        for j in range(n):
+            from_tier[c, best_tier[j]] += 1
     return taken, counts, from_tier

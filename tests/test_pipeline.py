@@ -153,6 +153,9 @@ def test_bad_run_inputs(cache, tmp_path, capsys, published_args):
     assert "no such checkpoint" in capsys.readouterr().err
     assert run(cache, tmp_path / "d", *published_args, "--fine", "easiest") == 2
     assert "unknown fine 'easiest'" in capsys.readouterr().err
+    assert run(cache, tmp_path / "f", "--teacher", published_args[1], "--scores", SCORES / "cscores_CIFAR10.npz",
+               "--num-eval", "0") == 2
+    assert "holds cscore scores but --score is forgetting: pass --score cscore" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run(cache, tmp_path / "e", "--unknown-flag")
 
@@ -198,3 +201,12 @@ def test_run_with_a_distilled_folder(tmp_path, demo_stores, cache, published_arg
     idx = selected(out)
     assert np.bincount(demo_stores["train"].labels[idx], minlength=10).tolist() == [16] * 10
     assert len(np.load(out / "synthetic_set.npz")["distilled_labels"]) == 40
+
+
+def test_cscore_run_uses_negated_published_cscores(published_args, cache, tmp_path, demo_stores):
+    out = tmp_path / "cscore"
+    assert run(cache, out, "--teacher", published_args[1], "--score", "cscore", "--scores",
+               SCORES / "cscores_CIFAR10.npz", "--num-eval", "0") == 0
+    cscores = np.load(SCORES / "cscores_CIFAR10.npz")["scores"]
+    np.testing.assert_allclose(np.load(out / "scores.npy"), -cscores[demo_stores["train"].parent_indices])
+    assert len(selected(out)) == 200

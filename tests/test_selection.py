@@ -134,3 +134,17 @@ def test_baselines():
     assert window_per_class(LABELS, SCORES, 2, 1.0).tolist() == [3, 2, 9, 7]  # clamped to the end
     with pytest.raises(UserError, match="needs 6 per class"):
         random_per_class(LABELS, 6)
+
+
+@pytest.mark.parametrize("coarse", ["misclassified", "classified", "all"])
+@pytest.mark.parametrize("teacher", [True, False])
+def test_tier_kernel_equals_numpy_tiers(coarse, teacher):
+    from fastccfs.selection import COARSE, tiers
+    from kernels.topk import tiers as tiers_kernel
+
+    rng = np.random.default_rng(7)
+    labels, pred, teach = (rng.integers(0, 5, 4000) for _ in range(3))
+    selected = rng.random(4000) < 0.2
+    want = tiers(pred, labels, selected, teach if teacher else None, coarse)
+    got = tiers_kernel(labels, pred, teach, selected, COARSE.index(coarse), teacher)
+    np.testing.assert_array_equal(got, want)
