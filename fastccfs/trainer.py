@@ -151,9 +151,32 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
     return history
 
 
+def _gather_interleaved(t: torch.Tensor) -> torch.Tensor:
+    """All ranks' rows in the order of the unsharded split: rank r holds positions r, r+W, … (an
+    evaluation loader's share, loaders.order.epoch_order without padding)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    size = torch.tensor([len(t)], device=t.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(sizes))
+    padded = torch.cat([t, t.new_zeros((longest - len(t), *t.shape[1:]))])
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    out = t.new_empty((int(sum(sizes)), *t.shape[1:]))
+    for rank, (part, n) in enumerate(zip(parts, sizes)):
+        out[rank::world] = part[: int(n)]
+    return out
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader, device="cpu", amp: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits float32 N×C, labels, ids) over an evaluation loader, in its order."""
+    """(logits float32 N×C, labels, ids) over an evaluation loader, in its order.
+
+    Under torch.distributed with an evaluation loader sharded by rank (rank=, world_size=), every rank
+    gets the whole split's results, gathered back into the unsharded order.
+    """
     device = torch.device(device)
     fmt = memory_format(model, device)
     model.to(device, memory_format=fmt).eval()
@@ -164,7 +187,10 @@ def predict(model: nn.Module, loader, device="cpu", amp: str = "auto") -> tuple[
         logits.append(out.float())
         labels.append(y)
         ids.append(idx)
-    return tuple(torch.cat(t).cpu().numpy() for t in (logits, labels, ids))
+    results = [torch.cat(t) for t in (logits, labels, ids)]
+    if getattr(loader, "world_size", 1) > 1:
+        results = [_gather_interleaved(t) for t in results]
+    return tuple(t.cpu().numpy() for t in results)
 
 
 def accuracy(model: nn.Module, loader, device="cpu", amp: str = "auto") -> float:
