@@ -31,6 +31,7 @@ def _run(args) -> None:
     summary = run(cfg, out, device=args.device, progress=not args.quiet)
     print(f"\n{cfg.dataset} IPC {cfg.ipc}, {cfg.method}: {summary['set_size']} images → {out} "
           f"({time.perf_counter() - start:.0f} s)")
+    print(f"report: {out}/report.html")
     if summary["models"]:
         print(f"{'model':<14} {'final-epoch acc':>20} {'max last 20% acc':>20}")
         for name, r in summary["models"].items():
