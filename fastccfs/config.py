@@ -1,9 +1,12 @@
 """Access to the YAML files in configs/ (installed as the package data fastccfs/configs)."""
+from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import yaml
+
+from fastccfs.errors import UserError
 
 
 def configs_dir() -> Path:
@@ -26,9 +29,6 @@ def dataset_info(name: str) -> dict:
 
 # ------------------------------------------------------------------------------------ run config
 
-from dataclasses import asdict, dataclass, field, fields  # noqa: E402
-
-from fastccfs.errors import UserError  # noqa: E402
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Per-class top-k selection in tiers: the fine stage of CCFS as one O(N log N/C) numba pass.
+"""Per-class top-k selection in tiers: the fine stage of CCFS in numba (a parallel tier pass, then one
+insertion pass over each class).
 
 Every sample has a tier (0 = candidate, 1 and 2 = fill sources in that order, 3 = never) and a key
 (smaller = taken first). Class c takes k[c] samples, exhausting tier 0 before tier 1 before tier 2;

@@ -184,7 +184,7 @@ def test_file_that_is_not_a_zip(capsys, tmp_path):
 
 def test_missing_dataset_names_the_file_to_put_where(capsys, tmp_path):
     code, err = run_convert(capsys, "cifar100", tmp_path / "cache", "--root", tmp_path)
-    assert_one_line_error(code, err, f"put cifar-100-python.tar.gz", str(tmp_path / "cifar-100-python.tar.gz"),
+    assert_one_line_error(code, err, "put cifar-100-python.tar.gz", str(tmp_path / "cifar-100-python.tar.gz"),
                           "--download")
 
 

@@ -8,7 +8,6 @@ of each class in the official train order, named train/<class>/<official index:0
 published per-sample scores apply to them; and the first TEST_PER_CLASS test images of each class.
 The official order comes from the labels in reference-scores/cscores_CIFAR10.npz beside the archive.
 """
-import io
 import sys
 import tarfile
 import zipfile
