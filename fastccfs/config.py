@@ -50,6 +50,7 @@ class RunConfig:
     teacher_batch_size: int = 128
     epochs: int = 500
     eval_epochs: int | None = None
+    eval_from: float = 0.8
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -63,6 +64,7 @@ class RunConfig:
     score: str = "forgetting"
     scores: str | None = None
     teacher_filter: bool = True
+    filter_test: bool = True
     method: str = "ccfs"
     distilled: str | None = None
     init: str = "none"
@@ -76,8 +78,8 @@ class RunConfig:
     compile: bool = False
     seed: int = 0
 
-    # Settings that change how, not what, is computed: a resumed run may change them.
-    RUNTIME = ("loader", "compile", "root", "cache")
+    # Settings that change how, not what, is selected and evaluated: a resumed run may change them.
+    RUNTIME = ("loader", "compile", "root", "cache", "filter_test")
 
     def science(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}

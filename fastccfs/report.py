@@ -53,11 +53,13 @@ def _table(header: list[str], rows: list[list]) -> str:
 def figure_filter_accuracy(phases: list[dict]) -> bytes:
     import matplotlib.pyplot as plt
 
-    trained = [p for p in phases if "filter_test_acc" in p]
+    trained = [p for p in phases if "filter_train_acc" in p]
+    tested = [p for p in trained if "filter_test_acc" in p]  # absent with --no-filter-test
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     x = [p["phase"] for p in trained]
     ax.plot(x, [100 * p["filter_train_acc"] for p in trained], "o-", label="train split")
-    ax.plot(x, [100 * p["filter_test_acc"] for p in trained], "s-", label="test split")
+    if tested:
+        ax.plot([p["phase"] for p in tested], [100 * p["filter_test_acc"] for p in tested], "s-", label="test split")
     ax.set(xlabel="phase", ylabel="filter accuracy (%)", title="Filter accuracy per phase (Fig. 4a)")
     ax.set_xticks(x)
     ax.grid(alpha=0.3)
@@ -160,7 +162,7 @@ def build_report(run_dir: str | os.PathLike, others=(), store=None, cache=None) 
         sections.append("<h2>Phases and timings</h2>" + _table(
             ["phase", "set size", "k per class", "selected", "filled", "filter train acc (%)", "filter test acc (%)",
              "misclassified", "train s", "inference s", "selection ms", "train images/s"], rows))
-        if any("filter_test_acc" in p for p in phases):
+        if any("filter_train_acc" in p for p in phases):
             figures["fig_filter_accuracy.png"] = ("Filter accuracy per phase", figure_filter_accuracy(phases))
         per_phase = {}
         for p in phases:

@@ -210,3 +210,17 @@ def test_cscore_run_uses_negated_published_cscores(published_args, cache, tmp_pa
     cscores = np.load(SCORES / "cscores_CIFAR10.npz")["scores"]
     np.testing.assert_allclose(np.load(out / "scores.npy"), -cscores[demo_stores["train"].parent_indices])
     assert len(selected(out)) == 200
+
+
+def test_eval_from_and_filter_test_control_what_is_measured(published_args, cache, tmp_path):
+    out = tmp_path / "lean"
+    args = [a for a in published_args if a not in ("--num-eval", "0")]
+    assert run(cache, out, *args, "--num-eval", "1", "--eval-epochs", "3", "--eval-from", "1.0",
+               "--no-filter-test") == 0
+    ev = json.loads((out / "eval" / "convnet_bn_0.json").read_text())
+    assert list(ev["test_acc_by_epoch"]) == ["2"]  # only after the last epoch
+    assert ev["final_epoch_acc"] == ev["max_last_20pct_acc"]
+    phases = json.loads((out / "phases.json").read_text())
+    assert all("filter_test_acc" not in p and "filter_train_acc" in p for p in phases)
+    assert (out / "fig_filter_accuracy.png").is_file()  # the train-split curve alone
+    assert run(cache, tmp_path / "bad", *published_args, "--eval-from", "1.5") == 2
