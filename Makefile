@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh Debian machine with Python 3.11:
 #   make demo   # venv + dependencies, then the main job on the bundled real CIFAR-10 subset
-#   make test   # venv + dependencies, then the test suite
+#   make test   # venv + dependencies (apt: OpenCV/libjpeg-turbo for ffcv), then the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,9 +13,12 @@ $(BIN)/python:
 		(apt-get update && apt-get install -y python3-venv python3-pip)
 	$(PYTHON) -m venv $(VENV)
 
+# ffcv (the FFCV loader backend) compiles against OpenCV and libjpeg-turbo, found by pkg-config.
 $(VENV)/.installed: $(BIN)/python setup.py
+	@pkg-config --exists opencv4 libturbojpeg 2>/dev/null || \
+		(apt-get update && apt-get install -y libopencv-dev libturbojpeg0-dev pkg-config)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,loaders]'
 	touch $@
 
 setup: $(VENV)/.installed

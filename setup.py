@@ -19,6 +19,11 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-benchmark>=4"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-benchmark>=4"],
+        # The FFCV and DALI loader backends. ffcv builds against OpenCV and libjpeg-turbo: first
+        # `apt-get install -y libopencv-dev libturbojpeg0-dev pkg-config` (`make setup` does it).
+        "loaders": ["ffcv==1.0.2", "nvidia-dali-cuda120"],
+    },
     entry_points={"console_scripts": ["fastccfs=fastccfs.cli:main"]},
 )

@@ -21,8 +21,8 @@ def main(path: str) -> None:
     print(f"Machine: {cpu.get('brand_raw', platform.processor())}, {cpu.get('count', '?')} cores; "
           f"{data['datetime'][:10]}; {data['machine_info'].get('python_implementation', '')} "
           f"{data['machine_info'].get('python_version', '')}\n")
-    print("| group | benchmark | mean | images/s | speed-up vs baseline |")
-    print("|---|---|---:|---:|---:|")
+    print("| group | benchmark | mean | images/s | speed-up vs baseline | first epoch (build + warm-up) |")
+    print("|---|---|---:|---:|---:|---:|")
     groups = {}
     for b in data["benchmarks"]:
         groups.setdefault(b["extra_info"].get("group", b["group"] or ""), []).append(b)
@@ -33,7 +33,9 @@ def main(path: str) -> None:
             images = b["extra_info"].get("images")
             rate = f"{images / mean:,.0f}" if images else ""
             ratio = f"{base['stats']['mean'] / mean:.2f}×" if base is not None else ""
-            print(f"| {group} | {b['name'].removeprefix('test_')} | {fmt_time(mean)} | {rate} | {ratio} |")
+            first = b["extra_info"].get("first_epoch_s")
+            first = f"{fmt_time(first)}" if first is not None else ""
+            print(f"| {group} | {b['name'].removeprefix('test_')} | {fmt_time(mean)} | {rate} | {ratio} | {first} |")
 
 
 if __name__ == "__main__":

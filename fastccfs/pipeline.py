@@ -31,7 +31,7 @@ from fastccfs import selection
 from fastccfs.atomic import atomic_path, save_arrays, write_json, write_text
 from fastccfs.config import RunConfig
 from fastccfs.errors import UserError
-from fastccfs.loaders import make_loader
+from fastccfs.loaders import BACKENDS, make_loader
 from fastccfs.models import create_model, load_checkpoint
 from fastccfs.scores import ForgettingCounter, load_scores, logit_difficulty
 from fastccfs.store import Store, convert
@@ -68,7 +68,11 @@ class Context:
         return create_model(name, self.num_classes, self.train.image_size[0])
 
     def loader(self, store, **kw):
-        return make_loader(store, backend=self.cfg.loader, device=self.device, **kw)
+        backend = self.cfg.loader
+        if backend in ("ffcv", "dali") and kw.get("extra_images") is not None and len(kw["extra_images"]):
+            # FFCV and DALI read the store's own files; a set with distilled images trains from memory.
+            backend = "tensor"
+        return make_loader(store, backend=backend, device=self.device, **kw)
 
     def eval_loader(self, store):
         return self.loader(store, augment=False, batch_size=EVAL_BATCH.get(self.device.type, 1024))
@@ -88,6 +92,12 @@ def check_config(cfg: RunConfig) -> None:
         raise UserError(f"--distilled and --init {cfg.init} both give the starting set: choose one")
     if cfg.num_eval < 0 or cfg.epochs < 1:
         raise UserError("need epochs ≥ 1 and num_eval ≥ 0")
+    if cfg.loader not in BACKENDS:
+        raise UserError(f"unknown loader {cfg.loader!r}: use one of {', '.join(BACKENDS)}")
+    if cfg.loader in ("ffcv", "dali"):
+        from fastccfs.formats import require
+
+        require(cfg.loader)
     if not 0 <= cfg.eval_from <= 1:
         raise UserError(f"--eval-from is a fraction of the epochs in [0, 1]; got {cfg.eval_from}")
     selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)  # raises on bad IPC / α / J
@@ -349,6 +359,11 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
     prepare_run_dir(cfg, out)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     stores = convert(cfg.dataset, cfg.root, cfg.cache, progress=progress)
+    if cfg.loader in ("ffcv", "dali"):
+        from fastccfs.formats import convert_store
+
+        for store in stores.values():
+            convert_store(store, cfg.loader, progress=progress)
     ctx = Context(cfg, out, stores["train"], stores["test"], device, progress)
     teacher, teacher_pred = stage_teacher(ctx)
     scores = stage_scores(ctx)

@@ -18,7 +18,7 @@ import torch
 from fastccfs.errors import UserError
 from fastccfs.store import Store, find_store
 
-BACKENDS = ("tensor", "torch")
+BACKENDS = ("tensor", "torch", "ffcv", "dali")
 
 
 def default_device() -> torch.device:
@@ -64,18 +64,39 @@ def make_loader(source: str | os.PathLike | Store, split: str = "train", backend
                 extra_images=None, extra_labels=None, cache=None, **options):
     """A loader over a store (a Store, its folder, or a converted dataset's name in the cache).
 
+    backend: tensor (the split resident on the device), torch (torchvision + DataLoader), ffcv (the
+    store's .beton) or dali (the store's per-sample files); ffcv and dali need `fastccfs convert NAME
+    --to ffcv|dali` first, and serve store images only (indices, no extra images).
     indices / extra_images / extra_labels make it serve a synthetic set (see synthetic_arrays).
     augment=False gives the evaluation mode: no augmentation, the stored order, every sample once.
-    options go to the backend: shuffle, drop_last, dtype, rank, world_size, scale, ratio, flip, and for
-    the torch backend num_workers, persistent_workers.
+    options go to the backend: shuffle, drop_last, dtype, rank, world_size, scale, ratio, flip; for the
+    torch backend num_workers, persistent_workers; ffcv num_workers; dali num_threads.
     """
+    if backend not in BACKENDS:
+        raise UserError(f"unknown loader backend {backend!r}: use one of {', '.join(BACKENDS)}")
     store = source if isinstance(source, Store) else find_store(source, split, cache)
+    device = device or default_device()
+    if backend in ("ffcv", "dali"):
+        from fastccfs.formats import open_form
+
+        if extra_images is not None and len(extra_images):
+            raise UserError(f"the {backend} backend serves store images only: a set with extra (distilled) images "
+                            "needs the tensor or torch backend")
+        ids = np.arange(len(store), dtype=np.int64) if indices is None else synthetic_arrays(store, indices)[2]
+        path, meta = open_form(store, backend)
+        if backend == "ffcv":
+            from fastccfs.loaders.ffcv_backend import FFCVLoader
+
+            return FFCVLoader(path, ids, store.image_size, store.mean, store.std, batch_size=batch_size,
+                              augment=augment, device=device, seed=seed, **options)
+        from fastccfs.loaders.dali_backend import DALILoader
+
+        return DALILoader(path, meta["source"]["pages"], ids, store.labels, store.images.shape[1:], store.mean,
+                          store.std, batch_size=batch_size, augment=augment, device=device, seed=seed, **options)
     images, labels, ids = synthetic_arrays(store, indices, extra_images, extra_labels)
     if backend == "tensor":
         from fastccfs.loaders.tensor import TensorLoader as cls
-    elif backend == "torch":
-        from fastccfs.loaders.torch_dataloader import TorchLoader as cls
     else:
-        raise UserError(f"unknown loader backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        from fastccfs.loaders.torch_dataloader import TorchLoader as cls
     return cls(images, labels, ids, store.mean, store.std, batch_size=batch_size, augment=augment,
-               device=device or default_device(), seed=seed, **options)
+               device=device, seed=seed, **options)
