@@ -32,7 +32,7 @@ test: setup
 # Loader throughput and conversion time (pytest-benchmark); the table goes to benchmarks/results.md.
 bench: setup
 	$(BIN)/python -m pytest benchmarks -q --benchmark-json=benchmarks/results.json
-	$(BIN)/python benchmarks/table.py benchmarks/results.json > benchmarks/results.md
+	$(BIN)/python benchmarks/table.py benchmarks/results.json benchmarks/figures/loaders.png > benchmarks/results.md
 	cat benchmarks/results.md
 
 clean:

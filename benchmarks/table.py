@@ -38,5 +38,35 @@ def main(path: str) -> None:
             print(f"| {group} | {b['name'].removeprefix('test_')} | {fmt_time(mean)} | {rate} | {ratio} | {first} |")
 
 
+def loader_figure(path: str, out: str) -> None:
+    """Bar chart of the loader groups' steady-state images/s, one bar group per backend, one bar per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.load(open(path))
+    rates = {}
+    for b in data["benchmarks"]:
+        group = b["extra_info"].get("group", "")
+        if group.startswith("loader ") and b["extra_info"].get("images"):
+            param = b["name"].split("[", 1)[1].rstrip("]")  # "<dataset>-<backend>"
+            backend = param.removeprefix(group.removeprefix("loader ") + "-")
+            rates.setdefault(f"{b['extra_info']['pixels']} px", {})[backend] = b["extra_info"]["images"] / b["stats"]["mean"]
+    backends = list(next(iter(rates.values())))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / len(rates)
+    for j, (size, by_backend) in enumerate(rates.items()):
+        ax.bar([i + j * width for i in range(len(backends))], [by_backend.get(b, 0) for b in backends], width,
+               label=size)
+    ax.set_xticks([i + width * (len(rates) - 1) / 2 for i in range(len(backends))], backends)
+    ax.set(ylabel="images/s (steady state)", title=f"Loader throughput, {data['datetime'][:10]}, CPU")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+
+
 if __name__ == "__main__":
     main(sys.argv[1])
+    if len(sys.argv) > 2:  # table.py RESULTS.json FIGURE.png: also the loader chart
+        loader_figure(sys.argv[1], sys.argv[2])
