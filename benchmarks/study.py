@@ -267,12 +267,13 @@ def write_results(res: dict, work: Path, docs: Path, scale_name: str) -> Path:
         f"forgetting beats logits: {verdict(res['table4']['forgetting (published)'], res['table4']['logits (the filter' + chr(39) + 's)'], spread)}.",
     ]
     pool_n, ipc = 10 * sc["pool_per_class"], sc["ipc"]
+    shown = work.relative_to(REPO) if work.is_relative_to(REPO) else work  # the run directories, as a reader finds them
     text = f"""# CCFS at CPU scale: the paper's tables on real CIFAR-10
 
 Written by `python benchmarks/study.py{'' if scale_name == 'cpu' else ' --scale ' + scale_name}` on {time.strftime('%Y-%m-%d')}
 ({res['minutes']:.0f} min on this machine for the runs this invocation had to do; the study resumes from
 its run directories, so a re-run with them present only rewrites this page). Every number below comes
-from the run directories under `{work}`.
+from the run directories under `{shown}/runs/`.
 
 ## Setting
 - Data: the real CIFAR-10 train split, cut per class (seed 0) into a **pool** of {sc['pool_per_class']} images
@@ -336,7 +337,7 @@ margins of a few points at this scale say little about the paper's high-IPC regi
 `python benchmarks/study.py{'' if scale_name == 'cpu' else ' --scale ' + scale_name}` with `../shared/data` beside the
 repository. Seeds are fixed, so a re-run from scratch repeats the selections; accuracies agree within
 the seed spread above (CPU thread scheduling makes floating-point sums differ in the last bits).
-The raw results: `{work / 'study.json'}`.
+The raw results: `docs/study.json` (a copy of `{shown / 'study.json'}`).
 """
     return write_text(docs / "results.md", text) or docs / "results.md"
 
@@ -358,7 +359,9 @@ def main(argv=None) -> int:
     res = execute(study)
     from fastccfs.atomic import write_json
 
-    write_json(work / "study.json", json.loads(json.dumps(res, default=str)))
+    plain = json.loads(json.dumps(res, default=str))
+    write_json(work / "study.json", plain)
+    write_json(Path(args.docs) / "study.json", plain)  # beside results.md: every number, machine-readable
     out = write_results(res, work, Path(args.docs), args.scale)
     study.log(f"wrote {out}")
     return 0

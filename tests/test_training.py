@@ -143,3 +143,24 @@ def test_published_scores_align_with_stores(cifar_stores, demo_stores, tiny_stor
 def test_logit_difficulty_negates_the_true_class_logit():
     logits = np.array([[2.0, -1.0], [0.5, 3.0]])
     np.testing.assert_array_equal(logit_difficulty(logits, np.array([0, 0])), [-2.0, -0.5])
+
+
+@pytest.mark.parametrize("name", ["convnet_bn", "resnet18"])
+def test_predict_folds_batchnorm_without_changing_the_logits(demo_stores, name):
+    from fastccfs.trainer import folded, predict
+
+    torch.manual_seed(0)
+    model = create_model(name, 10, 32)
+    loader = make_loader(demo_stores["train"], batch_size=64, device="cpu", indices=np.arange(128))
+    fit(model, loader, Recipe(1, 0.01, 0.9, 0.0, 0), device="cpu", progress=False)  # non-trivial BN statistics
+    model.eval()
+    fused = folded(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()), "the model itself is untouched"
+    evaluation = make_loader(demo_stores["test"], augment=False, batch_size=100, device="cpu", indices=np.arange(200))
+    logits, labels, ids = predict(model, evaluation, "cpu")
+    with torch.no_grad():
+        x = torch.cat([x for x, _, _ in evaluation])
+        reference = model(x).numpy()
+    np.testing.assert_allclose(logits, reference, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(ids, np.arange(200))
