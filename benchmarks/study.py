@@ -223,6 +223,33 @@ def verdict(a: list[float] | float, b: list[float] | float, spread: float) -> st
     return f"**{word}** ({100 * np.mean(a):.2f} vs {100 * np.mean(b):.2f}, difference {100 * d:+.2f} points)"
 
 
+def figure_methods(res: dict, path: Path) -> None:
+    """Table 1 as bars (mean ± std over seeds, the seeds as dots) and Table 5 as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t1 = res["table1"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 1]})
+    names = list(t1)
+    means = [100 * np.mean(t1[k]) for k in names]
+    ax.barh(range(len(names)), means, xerr=[100 * np.std(t1[k]) for k in names], color="#8fb3d9", capsize=3)
+    for i, k in enumerate(names):
+        ax.plot(100 * np.asarray(t1[k]), [i] * len(t1[k]), "k.", ms=4)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set(xlabel="test accuracy (%)", title="Table 1 at CPU scale", xlim=(min(means) - 10, max(means) + 5))
+    ax.grid(axis="x", alpha=0.3)
+    js = sorted(int(j) for j in res["table5"])
+    bx.plot(js, [100 * res["table5"][j] for j in js], "o-")
+    bx.set(xlabel="phases J", ylabel="test accuracy (%)", title="Table 5", xticks=js)
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_results(res: dict, work: Path, docs: Path, scale_name: str) -> Path:
     from fastccfs.atomic import write_text
 
@@ -231,6 +258,7 @@ def write_results(res: dict, work: Path, docs: Path, scale_name: str) -> Path:
     figures.mkdir(parents=True, exist_ok=True)
     for name in ("fig_filter_accuracy.png", "fig_difficulty.png"):
         shutil.copyfile(work / "runs" / "t1-ccfs-s0" / name, figures / f"study_{name}")
+    figure_methods(res, figures / "study_methods.png")
     # The seed spread: the largest std of a Table 1 selection row, used to read single-seed tables.
     spread = max(float(np.std(v)) for k, v in t1.items() if not k.startswith("full"))
     rows1 = "\n".join(f"| {k} | {_ms(v)} | {', '.join(f'{100 * x:.2f}' for x in v)} |" for k, v in t1.items())
@@ -299,6 +327,8 @@ evaluation model's initialisation; teacher and distilled part are shared.
 | method | accuracy | per seed |
 |---|---|---|
 {rows1}
+
+![Table 1 and Table 5](figures/study_methods.png)
 
 ## Table 3 — coarse × fine (seed 0, test accuracy %)
 | coarse \\ fine | simple | hard | random |
