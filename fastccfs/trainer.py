@@ -172,8 +172,9 @@ def _gather_interleaved(t: torch.Tensor) -> torch.Tensor:
 
 def folded(model: nn.Module) -> nn.Module:
     """An inference copy of MODEL (in eval mode) with every BatchNorm folded into the convolution before
-    it (torch.fx): the same logits to ~1e-6 and one memory pass fewer per layer — measured on the CPU
-    machine, channels_last fp32: ConvNet-BN 1,246 → 1,691 img/s, ResNet-18 201 → 216. Only conv → BN
+    it (torch.fx): the same logits to ~1e-6 and one memory pass fewer per layer — predict() vs the
+    reference's forward on the CPU machine (benchmarks/README.md): ConvNet-BN 1.01× → 1.34×, ResNet-18
+    1.02× → 1.11×. Only conv → BN
     pairs fold (DenseNet's BN-ReLU-conv keeps its BNs). A model without BatchNorm, or one that
     torch.fx cannot trace, is returned as it is."""
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
