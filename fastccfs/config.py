@@ -65,6 +65,7 @@ class RunConfig:
     scores: str | None = None
     teacher_filter: bool = True
     filter_test: bool = True
+    inference: str = "needed"
     method: str = "ccfs"
     distilled: str | None = None
     init: str = "none"
@@ -79,7 +80,7 @@ class RunConfig:
     seed: int = 0
 
     # Settings that change how, not what, is selected and evaluated: a resumed run may change them.
-    RUNTIME = ("loader", "compile", "root", "cache", "filter_test")
+    RUNTIME = ("loader", "compile", "root", "cache", "filter_test", "inference")
 
     def science(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}

@@ -53,11 +53,12 @@ def _table(header: list[str], rows: list[list]) -> str:
 def figure_filter_accuracy(phases: list[dict]) -> bytes:
     import matplotlib.pyplot as plt
 
-    trained = [p for p in phases if "filter_train_acc" in p]
-    tested = [p for p in trained if "filter_test_acc" in p]  # absent with --no-filter-test
+    trained = [p for p in phases if "filter_train_acc" in p]  # only with --inference all
+    tested = [p for p in phases if "filter_test_acc" in p]  # absent with --no-filter-test
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    x = [p["phase"] for p in trained]
-    ax.plot(x, [100 * p["filter_train_acc"] for p in trained], "o-", label="train split")
+    x = sorted({p["phase"] for p in trained + tested})
+    if trained:
+        ax.plot([p["phase"] for p in trained], [100 * p["filter_train_acc"] for p in trained], "o-", label="train split")
     if tested:
         ax.plot([p["phase"] for p in tested], [100 * p["filter_test_acc"] for p in tested], "s-", label="test split")
     ax.set(xlabel="phase", ylabel="filter accuracy (%)", title="Filter accuracy per phase (Fig. 4a)")
@@ -156,13 +157,14 @@ def build_report(run_dir: str | os.PathLike, others=(), store=None, cache=None) 
         for p in phases:
             s = p["seconds"]
             rows.append([p["phase"], p["set_size"], p["k_per_class"], p["selected"], p["filled"],
-                         _pct(p.get("filter_train_acc")), _pct(p.get("filter_test_acc")), p.get("misclassified", "–"),
+                         _pct(p.get("filter_train_acc")), _pct(p.get("filter_test_acc")), p.get("inferred", "–"),
+                         p.get("misclassified", p.get("inferred_misclassified", "–")),
                          f"{s['train']:.1f}", f"{s['inference']:.1f}", f"{1000 * s['selection']:.1f}",
                          f"{p['train_images_per_s']:.0f}" if "train_images_per_s" in p else "–"])
         sections.append("<h2>Phases and timings</h2>" + _table(
             ["phase", "set size", "k per class", "selected", "filled", "filter train acc (%)", "filter test acc (%)",
-             "misclassified", "train s", "inference s", "selection ms", "train images/s"], rows))
-        if any("filter_train_acc" in p for p in phases):
+             "images inferred", "misclassified (of those)", "train s", "inference s", "selection ms", "train images/s"], rows))
+        if any("filter_train_acc" in p or "filter_test_acc" in p for p in phases):
             figures["fig_filter_accuracy.png"] = ("Filter accuracy per phase", figure_filter_accuracy(phases))
         per_phase = {}
         for p in phases:

@@ -136,6 +136,51 @@ def coarse_to_fine(pred, labels, scores, selected, k_per_class, teacher_pred=Non
     return Selection(indices.astype(np.int64), from_tier[:, ELIGIBLE_REST:].sum(axis=1).astype(np.int64))
 
 
+def predict_until_picked(predict, labels, key, eligible, k_per_class, coarse: str = "misclassified",
+                         num_classes: int | None = None, min_round: int = 8):
+    """The filter's predictions on just the samples the fine stage can reach: → (pred, inferred).
+
+    Per class, the fine stage takes the first k candidates in fine order (key, then index) among the
+    eligible samples (not selected; teacher-correct where the teacher filters), so no sample later in
+    that order than the k-th candidate can be picked. This asks `predict` (int64 indices → predicted
+    labels, in the same order) about eligible samples class by class in fine order, in rounds sized
+    from each class's candidate rate so far, and stops a class once it has k candidates or has none
+    left. `pred` holds the predictions where `inferred`, and elsewhere a label that makes the sample no
+    candidate, so coarse_to_fine(pred, …) picks exactly what it picks with every sample predicted (a
+    class that runs short was predicted whole, so its fill order is the same too). coarse "all" needs
+    no predictions at all.
+    """
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    num_classes = num_classes or int(labels.max()) + 1
+    k = np.broadcast_to(np.asarray(k_per_class, np.int64), (num_classes,))
+    if coarse not in COARSE:
+        raise UserError(f"unknown coarse rule {coarse!r}: use one of {', '.join(COARSE)}")
+    # Not predicted = not a candidate: right for "misclassified", wrong (-1) for "classified".
+    pred = labels.copy() if coarse == "misclassified" else np.full(n, -1, np.int64)
+    inferred = np.zeros(n, bool)
+    if coarse == "all":
+        return pred, inferred
+    members = np.flatnonzero(np.asarray(eligible, bool))
+    members = members[np.lexsort((members, np.asarray(key, np.float64)[members], labels[members]))]
+    bounds = np.searchsorted(labels[members], np.arange(num_classes + 1))
+    nxt, end = bounds[:-1].copy(), bounds[1:]
+    found = np.zeros(num_classes, np.int64)
+    while True:
+        open_ = (found < k) & (nxt < end)
+        if not open_.any():
+            return pred, inferred
+        seen = nxt - bounds[:-1]
+        rate = (found + 1) / (seen + 2)  # Laplace: ½ before anything is seen
+        take = np.minimum(np.maximum(np.ceil(1.25 * (k - found) / rate), min_round).astype(np.int64), end - nxt)
+        rows = np.concatenate([members[nxt[c]:nxt[c] + take[c]] for c in np.flatnonzero(open_)])
+        nxt[open_] += take[open_]
+        got = np.asarray(predict(rows), np.int64)
+        pred[rows], inferred[rows] = got, True
+        hit = got != labels[rows] if coarse == "misclassified" else got == labels[rows]
+        found += np.bincount(labels[rows][hit], minlength=num_classes)
+
+
 def topk_numpy(labels, tier, key, k):
     """The reference for kernels.topk.topk_per_class: one lexsort by (class, tier, key, index)."""
     labels, tier, key, k = (np.asarray(a) for a in (labels, tier, key, k))

@@ -32,8 +32,9 @@ def test_run_writes_everything_a_researcher_needs(own_run, demo_stores):
     assert [p["set_size"] for p in phases] == [40, 100, 150]
     for p in phases:
         assert set(p["seconds"]) >= {"train", "inference", "selection"}
-        assert 0 <= p["filter_train_acc"] <= 1 and 0 <= p["filter_test_acc"] <= 1
-        assert p["misclassified"] == round((1 - p["filter_train_acc"]) * 3000)
+        assert 0 <= p["filter_test_acc"] <= 1
+        # --inference needed (the default): only what the fine stage can reach, no full-split accuracy.
+        assert p["selected"] <= p["inferred_misclassified"] <= p["inferred"] < 3000 and "filter_train_acc" not in p
     forgetting = np.load(own_run / "forgetting.npz")["scores"]
     assert forgetting.shape == (3000,) and forgetting.max() <= 2  # 2 teacher epochs
     np.testing.assert_array_equal(np.load(own_run / "scores.npy"), forgetting)
@@ -75,6 +76,18 @@ def test_same_seed_same_selection_other_seed_other_selection(published_run, publ
     np.testing.assert_array_equal(selected(tmp_path / "again"), selected(published_run))
     assert run(cache, tmp_path / "seed1", *published_args, "--seed", "1") == 0
     assert not np.array_equal(selected(tmp_path / "seed1"), selected(published_run))
+
+
+def test_inference_of_every_sample_picks_the_same_set(published_run, published_args, cache, tmp_path):
+    out = tmp_path / "all"
+    assert run(cache, out, *published_args, "--inference", "all") == 0
+    np.testing.assert_array_equal(selected(out), selected(published_run))
+    lazy, full = (json.loads((d / "phases.json").read_text()) for d in (published_run, out))
+    for a, b in zip(lazy, full):
+        assert b["inferred"] == 3000 and b["misclassified"] == round((1 - b["filter_train_acc"]) * 3000)
+        assert a["inferred"] < b["inferred"] and a["inferred_misclassified"] <= b["misclassified"]
+        assert a["filter_test_acc"] == b["filter_test_acc"]  # the same filter
+    assert run(cache, tmp_path / "bad", *published_args, "--inference", "some") == 2
 
 
 def test_published_scores_are_the_difficulties(published_run, demo_stores):
@@ -216,7 +229,7 @@ def test_eval_from_and_filter_test_control_what_is_measured(published_args, cach
     out = tmp_path / "lean"
     args = [a for a in published_args if a not in ("--num-eval", "0")]
     assert run(cache, out, *args, "--num-eval", "1", "--eval-epochs", "3", "--eval-from", "1.0",
-               "--no-filter-test") == 0
+               "--no-filter-test", "--inference", "all") == 0
     ev = json.loads((out / "eval" / "convnet_bn_0.json").read_text())
     assert list(ev["test_acc_by_epoch"]) == ["2"]  # only after the last epoch
     assert ev["final_epoch_acc"] == ev["max_last_20pct_acc"]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from fastccfs.errors import UserError
-from fastccfs.selection import (coarse_to_fine, hardest_per_class, phase_budgets, random_per_class, topk_numpy,
-                                window_per_class)
+from fastccfs.selection import (coarse_to_fine, fine_keys, hardest_per_class, phase_budgets, predict_until_picked,
+                                random_per_class, topk_numpy, window_per_class)
 from kernels.topk import topk_per_class
 
 #                 0  1  2  3  4  5  6  7  8  9
@@ -104,6 +104,86 @@ def test_kernel_equals_numpy_reference_on_random_inputs(seed):
     k = rng.integers(0, 40, c)
     for got, want in zip(topk_per_class(labels, tier, key, k), topk_numpy(labels, tier, key, k)):
         np.testing.assert_array_equal(got, want)
+
+
+class Oracle:
+    """A filter whose predictions are known in advance; records which samples it was asked about."""
+
+    def __init__(self, pred):
+        self.pred, self.asked = np.asarray(pred), []
+
+    def __call__(self, rows):
+        self.asked.append(np.asarray(rows).copy())
+        return self.pred[rows]
+
+
+def test_predict_until_picked_asks_in_fine_order_and_stops_at_k():
+    # Simple order, class 0: 2 (0.0), 1 (1.0), 3 (1.0), 4 (3.0), 0 (5.0); misclassified: 0, 1, 3, 4.
+    # k = 2 → the picks are 1 and 3; with min_round 1 and a first round of 2.5·k = 5 it asks all of class 0
+    # at once, so take k = 1 (first round 3: 2, 1, 3 — ties by index) to see the stop.
+    oracle = Oracle(PRED)
+    pred, inferred = predict_until_picked(oracle, LABELS, SCORES, np.ones(10, bool), [1, 0], min_round=1)
+    assert [a.tolist() for a in oracle.asked] == [[2, 1, 3]]
+    assert np.flatnonzero(inferred).tolist() == [1, 2, 3]
+    assert (pred[~inferred] == LABELS[~inferred]).all()  # not asked → no candidate
+    sel = coarse_to_fine(pred, LABELS, SCORES, None, [1, 0])
+    assert sel.indices.tolist() == coarse_to_fine(PRED, LABELS, SCORES, None, [1, 0]).indices.tolist() == [1]
+
+
+def test_predict_until_picked_goes_on_in_rounds_and_predicts_a_short_class_whole():
+    # Class 1 has no misclassified sample: every eligible one is asked, so the fill matches.
+    oracle = Oracle(PRED)
+    eligible = np.ones(10, bool)
+    eligible[[4, 8]] = False  # e.g. the teacher gets 4 and 8 wrong
+    pred, inferred = predict_until_picked(oracle, LABELS, SCORES, eligible, 2, min_round=1)
+    assert np.flatnonzero(inferred).tolist() == [0, 1, 2, 3, 5, 6, 7, 9]
+    assert [a.tolist() for a in oracle.asked] == [[2, 1, 3, 0, 7, 9, 5, 6]]  # first round 2.5·k: all there is
+    sel = coarse_to_fine(pred, LABELS, SCORES, None, 2, teacher_pred=np.where(eligible, LABELS, 9))
+    assert sel.indices.tolist() == [1, 3, 7, 9] and sel.filled.tolist() == [0, 2]
+
+
+def test_predict_until_picked_sizes_later_rounds_by_the_rate_seen():
+    labels = np.zeros(12, np.int64)
+    pred = np.zeros(12, np.int64)
+    pred[[8, 10]] = 1  # the only misclassified ones, deep in the (index) order
+    oracle = Oracle(pred)
+    _, inferred = predict_until_picked(oracle, labels, np.arange(12.0), np.ones(12, bool), 2, min_round=1)
+    # Round 1: ⌈1.25·2 / ½⌉ = 5 samples, no candidate; rate (0+1)/(5+2) → ⌈17.5⌉, capped at the 7 left.
+    assert [a.tolist() for a in oracle.asked] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10, 11]]
+    assert inferred.all()
+
+
+@pytest.mark.parametrize("coarse", ["misclassified", "classified"])
+@pytest.mark.parametrize("fine", ["simple", "hard", "random"])
+@pytest.mark.parametrize("seed", range(3))
+def test_predict_until_picked_gives_the_picks_of_full_inference(coarse, fine, seed):
+    rng = np.random.default_rng(seed)
+    n, c = 3000, 7
+    labels = rng.integers(0, c, n)
+    full = np.where(rng.random(n) < rng.choice([0.3, 0.9, 0.99]), labels, rng.integers(0, c, n))
+    teacher = np.where(rng.random(n) < 0.9, labels, (labels + 1) % c)
+    scores = rng.integers(0, 20, n) * 0.2
+    selected = rng.random(n) < 0.1
+    k = rng.integers(0, 60, c)
+    key = fine_keys(scores, fine, seed)
+    oracle = Oracle(full)
+    pred, inferred = predict_until_picked(oracle, labels, key, ~selected & (teacher == labels), k, coarse, c)
+    args = dict(labels=labels, scores=scores, selected=selected, k_per_class=k, teacher_pred=teacher, coarse=coarse,
+                fine=fine, seed=seed, num_classes=c)
+    lazy, every = coarse_to_fine(pred, **args), coarse_to_fine(full, **args)
+    np.testing.assert_array_equal(lazy.indices, every.indices)
+    np.testing.assert_array_equal(lazy.filled, every.filled)
+    asked = np.concatenate(oracle.asked)
+    assert len(asked) == len(set(asked.tolist())) == inferred.sum()  # nobody asked twice
+    assert not selected[asked].any() and (teacher[asked] == labels[asked]).all()  # only eligible samples
+
+
+def test_predict_until_picked_needs_nothing_for_coarse_all():
+    oracle = Oracle(PRED)
+    _, inferred = predict_until_picked(oracle, LABELS, SCORES, np.ones(10, bool), 2, "all")
+    assert not oracle.asked and not inferred.any()
+    with pytest.raises(UserError, match="unknown coarse"):
+        predict_until_picked(oracle, LABELS, SCORES, np.ones(10, bool), 2, "wrong")
 
 
 def test_selection_of_100k_samples_is_fast():
