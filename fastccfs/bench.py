@@ -4,9 +4,13 @@ settings and seed, wall-clock per stage and the ratios.
 fastccfs's side is the very code `fastccfs run` executes (pipeline.stage_phase). The reference side is
 benchmarks/reference_phase.py (a baseline that lives beside the benchmarks, never used by `run`), so
 this command needs a source checkout. The teacher is an untrained network of the filter's
-architecture unless --teacher is given (speed does not depend on its weights), the starting set is
-α·IPC random real images per class, and the scores are --scores or seeded random multiples of 0.2
-shaped like the published forgetting scores.
+architecture unless --teacher is given (speed does not depend on its weights); its predictions are
+then taken to be the labels, as a trained teacher's nearly are on its own train split (an untrained
+one would rule out ~90 % of the samples and shrink both sides' work unrealistically). The starting
+set is α·IPC random real images per class, and the scores are --scores or seeded random multiples of
+0.2 shaped like the published forgetting scores. fastccfs's side predicts what `--inference` says
+(default: only the samples the fine stage can reach, the same picks); the reference predicts the
+whole split, as the paper's code does.
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ def machine() -> dict:
 
 def bench_curriculum(dataset: str, ipc: int, model: str = "convnet", epochs: int = 10, root=".", cache=None,
                      alpha: float = 0.2, seed: int = 0, device=None, teacher_path=None, scores_path=None,
-                     progress: bool = True) -> dict:
+                     inference: str = "needed", progress: bool = True) -> dict:
     from fastccfs import selection
     from fastccfs.config import resolve_run_config
     from fastccfs.models import create_model, load_checkpoint
@@ -66,7 +70,7 @@ def bench_curriculum(dataset: str, ipc: int, model: str = "convnet", epochs: int
     stores = convert(dataset, root, cache, progress=progress)
     train = stores["train"]
     cfg = resolve_run_config(dataset, ipc, None, {"model": model, "teacher_model": model, "epochs": epochs,
-                                                  "alpha": alpha, "seed": seed})
+                                                  "alpha": alpha, "seed": seed, "inference": inference})
     per_class, budgets = selection.phase_budgets(ipc, alpha, cfg.phases)
     if not per_class:
         raise UserError("the benchmark trains a filter on the starting set: use α > 0")
@@ -90,7 +94,8 @@ def bench_curriculum(dataset: str, ipc: int, model: str = "convnet", epochs: int
         p.requires_grad_(False)
     with tempfile.TemporaryDirectory() as tmp:
         ctx = Context(cfg, Path(tmp), train, stores["test"], device, progress)
-        teacher_pred = predict(teacher, ctx.eval_loader(train), device, cfg.amp)[0].argmax(1)  # setup
+        teacher_pred = (predict(teacher, ctx.eval_loader(train), device, cfg.amp)[0].argmax(1) if teacher_path
+                        else train.labels.copy())  # setup, not timed
         current = SyntheticSet(np.zeros((0, *train.images.shape[1:]), np.uint8), np.zeros(0, np.int64), start)
         stage_phase(ctx, 1, current, budgets[0], teacher, teacher_pred, scores)
         fast = json.loads((Path(tmp) / "phase_1.json").read_text())
@@ -100,8 +105,8 @@ def bench_curriculum(dataset: str, ipc: int, model: str = "convnet", epochs: int
     _, ref = reference.phase(fresh("filter"), teacher, train, images_og, start, teacher_correct, scores, budgets[0],
                              epochs, cfg.lr, batch, seed, device)
     result = {"dataset": dataset, "ipc": ipc, "model": model, "epochs": epochs, "set_size": len(start),
-              "batch_size": batch, "train_split": len(train), "device": str(device), "machine": machine(),
-              "stages": {}}
+              "batch_size": batch, "train_split": len(train), "inference": inference, "inferred": fast["inferred"],
+              "device": str(device), "machine": machine(), "stages": {}}
     for stage in STAGES:
         f, r = fast["seconds"][stage], ref["seconds"][stage]
         result["stages"][stage] = {"fast_s": f, "reference_s": r, "ratio": r / f if f else None}
@@ -112,7 +117,8 @@ def bench_curriculum(dataset: str, ipc: int, model: str = "convnet", epochs: int
 
 def format_table(result: dict) -> str:
     lines = [f"{result['dataset']} IPC {result['ipc']}, {result['model']}, {result['epochs']} epochs on "
-             f"{result['set_size']} images (batch {result['batch_size']}), inference over {result['train_split']}; "
+             f"{result['set_size']} images (batch {result['batch_size']}); inference over {result['inferred']} "
+             f"(fastccfs, --inference {result['inference']}) and {result['train_split']} (reference) images; "
              f"{result['device']} — {result['machine'].get('gpu', result['machine']['cpu'])}",
              f"{'stage':<10} {'fastccfs s':>11} {'reference s':>12} {'ratio':>7}"]
     for stage, row in [*result["stages"].items(), ("total", result["total"])]:

@@ -98,7 +98,8 @@ def _bench(args) -> None:
     from fastccfs.bench import bench_curriculum, format_table
 
     result = bench_curriculum(args.dataset, args.ipc, args.model, args.epochs, args.root, args.cache, args.alpha,
-                              args.seed, args.device, args.teacher, args.scores, progress=not args.quiet)
+                              args.seed, args.device, args.teacher, args.scores, args.inference,
+                              progress=not args.quiet)
     print(format_table(result))
     if args.json:
         write_json(args.json, result)
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the result to this file")
     p.add_argument("--teacher", default=None, help="a checkpoint (default: an untrained teacher)")
     p.add_argument("--scores", default=None, help="score file (default: seeded random scores)")
+    p.add_argument("--inference", default="needed", choices=("needed", "all"),
+                   help="fastccfs's side: predict only what the fine stage can reach (default) or the whole split")
     p.add_argument("--root", default=".")
     p.add_argument("--cache", default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -19,13 +19,20 @@ def test_gpu_script_smoke_writes_its_json(tmp_path):
     assert set(phase["seconds"]) >= {"train", "inference", "selection"} and phase["projected_three_phases_s"] > 0
 
 
-def test_bench_curriculum_reports_every_stage(tmp_path, cache, demo_stores):
+def _bench(tmp_path, cache, *extra):
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, "-m", "fastccfs", "bench", "curriculum", "demo", "--ipc", "10", "--epochs", "1",
-                    "--model", "convnet_bn", "--cache", str(cache), "--json", str(out), "--quiet"], cwd=REPO,
+                    "--model", "convnet_bn", "--cache", str(cache), "--json", str(out), "--quiet", *extra], cwd=REPO,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_bench_curriculum_reports_every_stage(tmp_path, cache, demo_stores):
+    result = _bench(tmp_path, cache)
     assert set(result["stages"]) == {"train", "inference", "selection"}
     for row in [*result["stages"].values(), result["total"]]:
         assert row["fast_s"] > 0 and row["reference_s"] > 0 and row["ratio"] == row["reference_s"] / row["fast_s"]
     assert result["machine"]["cores"] >= 1 and result["set_size"] == 20
+    # IPC 10, α 0.2, J 3: 8 real per class → 3 in phase 1; fastccfs predicts only what it can pick from.
+    assert result["inference"] == "needed" and 30 <= result["inferred"] < result["train_split"] == 3000
+    assert _bench(tmp_path, cache, "--inference", "all")["inferred"] == 3000
