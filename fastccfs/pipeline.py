@@ -265,7 +265,8 @@ def stage_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, te
             net = folded(filt.to(ctx.device).eval())  # fold once, not once per round
             pred, inferred = selection.predict_until_picked(lambda rows: _predict_rows(ctx, net, rows), labels, key,
                                                             eligible, k, cfg.coarse, ctx.num_classes)
-            record.update(inferred=int(inferred.sum()), inferred_misclassified=int((pred[inferred] != labels[inferred]).sum()))
+            record.update(inferred=int(inferred.sum()),
+                          inferred_misclassified=int((pred[inferred] != labels[inferred]).sum()))
         else:  # every sample: the full split's accuracy, and the `logits` score needs every logit
             logits, _, _ = predict(filt, ctx.eval_loader(ctx.train), ctx.device, cfg.amp)
             pred = logits.argmax(1)

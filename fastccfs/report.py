@@ -58,7 +58,8 @@ def figure_filter_accuracy(phases: list[dict]) -> bytes:
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     x = sorted({p["phase"] for p in trained + tested})
     if trained:
-        ax.plot([p["phase"] for p in trained], [100 * p["filter_train_acc"] for p in trained], "o-", label="train split")
+        ax.plot([p["phase"] for p in trained], [100 * p["filter_train_acc"] for p in trained], "o-",
+                label="train split")
     if tested:
         ax.plot([p["phase"] for p in tested], [100 * p["filter_test_acc"] for p in tested], "s-", label="test split")
     ax.set(xlabel="phase", ylabel="filter accuracy (%)", title="Filter accuracy per phase (Fig. 4a)")
@@ -163,7 +164,8 @@ def build_report(run_dir: str | os.PathLike, others=(), store=None, cache=None) 
                          f"{p['train_images_per_s']:.0f}" if "train_images_per_s" in p else "–"])
         sections.append("<h2>Phases and timings</h2>" + _table(
             ["phase", "set size", "k per class", "selected", "filled", "filter train acc (%)", "filter test acc (%)",
-             "images inferred", "misclassified (of those)", "train s", "inference s", "selection ms", "train images/s"], rows))
+             "images inferred", "misclassified (of those)", "train s", "inference s", "selection ms",
+             "train images/s"], rows))
         if any("filter_train_acc" in p or "filter_test_acc" in p for p in phases):
             figures["fig_filter_accuracy.png"] = ("Filter accuracy per phase", figure_filter_accuracy(phases))
         per_phase = {}
