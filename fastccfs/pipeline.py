@@ -260,7 +260,7 @@ def stage_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, te
         seconds["train"], t = time.perf_counter() - t, time.perf_counter()
         logits = None
         if cfg.inference == "needed" and scores is not None:
-            eligible = ~selected & (teacher_pred == labels) if cfg.teacher_filter else ~selected
+            eligible = selection.eligible_mask(labels, selected, teacher_pred if cfg.teacher_filter else None)
             key = selection.fine_keys(scores, cfg.fine, ctx.seed(20 + j))
             net = folded(filt.to(ctx.device).eval())  # fold once, not once per round
             pred, inferred = selection.predict_until_picked(lambda rows: _predict_rows(ctx, net, rows), labels, key,

@@ -64,25 +64,35 @@ def fine_keys(scores: np.ndarray, fine: str, seed: int) -> np.ndarray:
     raise UserError(f"unknown fine rule {fine!r}: use one of {', '.join(FINE)}")
 
 
+def eligible_mask(labels, selected, teacher_pred=None) -> np.ndarray:
+    """Samples the fine stage may take first: not selected and, with a teacher, classified correctly by it."""
+    labels = np.asarray(labels)
+    unselected = ~_mask(selected, len(labels))
+    return unselected if teacher_pred is None else unselected & (np.asarray(teacher_pred) == labels)
+
+
+def coarse_candidates(pred, labels, coarse: str) -> np.ndarray:
+    """The coarse rule on the filter's predictions: misclassified, classified, or all."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    if coarse == "misclassified":
+        return pred != labels
+    if coarse == "classified":
+        return pred == labels
+    if coarse == "all":
+        return np.ones(len(labels), bool)
+    raise UserError(f"unknown coarse rule {coarse!r}: use one of {', '.join(COARSE)}")
+
+
 def tiers(pred, labels, selected, teacher_pred=None, coarse="misclassified") -> np.ndarray:
     """Each sample's tier: 0 coarse candidate, 1 other eligible, 2 other unselected, 3 selected."""
     labels = np.asarray(labels)
     n = len(labels)
     unselected = ~_mask(selected, n)
-    eligible = unselected if teacher_pred is None else unselected & (np.asarray(teacher_pred) == labels)
-    pred = np.asarray(pred)
-    if coarse == "misclassified":
-        coarse_ok = pred != labels
-    elif coarse == "classified":
-        coarse_ok = pred == labels
-    elif coarse == "all":
-        coarse_ok = np.ones(n, bool)
-    else:
-        raise UserError(f"unknown coarse rule {coarse!r}: use one of {', '.join(COARSE)}")
+    eligible = eligible_mask(labels, selected, teacher_pred)
     t = np.full(n, NEVER, np.int8)
     t[unselected] = UNSELECTED_REST
     t[eligible] = ELIGIBLE_REST
-    t[eligible & coarse_ok] = CANDIDATE
+    t[eligible & coarse_candidates(pred, labels, coarse)] = CANDIDATE
     return t
 
 
@@ -161,24 +171,23 @@ def predict_until_picked(predict, labels, key, eligible, k_per_class, coarse: st
     inferred = np.zeros(n, bool)
     if coarse == "all":
         return pred, inferred
-    members = np.flatnonzero(np.asarray(eligible, bool))
-    members = members[np.lexsort((members, np.asarray(key, np.float64)[members], labels[members]))]
-    bounds = np.searchsorted(labels[members], np.arange(num_classes + 1))
-    nxt, end = bounds[:-1].copy(), bounds[1:]
+    members = np.flatnonzero(np.asarray(eligible, bool))  # ascending: positions tie-break as indices do
+    queues = [members[g] for g in _per_class_order(labels[members], np.asarray(key, np.float64)[members],
+                                                   num_classes)]
+    size = np.array([len(q) for q in queues], np.int64)
+    seen = np.zeros(num_classes, np.int64)
     found = np.zeros(num_classes, np.int64)
     while True:
-        open_ = (found < k) & (nxt < end)
+        open_ = (found < k) & (seen < size)
         if not open_.any():
             return pred, inferred
-        seen = nxt - bounds[:-1]
         rate = (found + 1) / (seen + 2)  # Laplace: ½ before anything is seen
-        take = np.minimum(np.maximum(np.ceil(1.25 * (k - found) / rate), min_round).astype(np.int64), end - nxt)
-        rows = np.concatenate([members[nxt[c]:nxt[c] + take[c]] for c in np.flatnonzero(open_)])
-        nxt[open_] += take[open_]
+        take = np.minimum(np.maximum(np.ceil(1.25 * (k - found) / rate), min_round).astype(np.int64), size - seen)
+        rows = np.concatenate([queues[c][seen[c]:seen[c] + take[c]] for c in np.flatnonzero(open_)])
+        seen[open_] += take[open_]
         got = np.asarray(predict(rows), np.int64)
         pred[rows], inferred[rows] = got, True
-        hit = got != labels[rows] if coarse == "misclassified" else got == labels[rows]
-        found += np.bincount(labels[rows][hit], minlength=num_classes)
+        found += np.bincount(labels[rows][coarse_candidates(got, labels[rows], coarse)], minlength=num_classes)
 
 
 def topk_numpy(labels, tier, key, k):
