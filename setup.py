@@ -5,9 +5,10 @@ setup(
     version="0.1.0",
     description="Fast Curriculum Coarse-to-Fine Selection (CCFS) for high-IPC dataset distillation",
     python_requires=">=3.11",
-    # configs/ (the per-dataset YAML) is installed as the package data fastccfs/configs.
-    packages=["fastccfs", "fastccfs.loaders", "fastccfs.configs", "kernels"],
-    package_dir={"fastccfs.configs": "configs"},
+    # configs/ (the per-dataset YAML) installs as the package data fastccfs.configs, and kernels/ (the
+    # numba kernels) as fastccfs.kernels: a top-level `kernels` could be an unrelated PyPI package.
+    packages=["fastccfs", "fastccfs.loaders", "fastccfs.configs", "fastccfs.kernels"],
+    package_dir={"fastccfs.configs": "configs", "fastccfs.kernels": "kernels"},
     package_data={"fastccfs": ["data/*.zip"], "fastccfs.configs": ["*.yaml"]},
     install_requires=[
         "torch>=2.4",

@@ -4,7 +4,7 @@
     eager, torch.compile, and torch.compile(mode="reduce-overhead") (CUDA graphs);
   - KD training images/s (student + teacher forward), inference images/s (batch 1024);
   - achieved TFLOP/s of training (3 × the forward FLOPs counted by torch's FlopCounterMode);
-  - one CCFS phase (fastccfs's own stage_phase) on random Tiny-ImageNet-shaped data (100,000 × 64 × 64,
+  - one CCFS phase (fastccfs's own curriculum_phase) on random Tiny-ImageNet-shaped data (100,000 × 64 × 64,
     200 classes, IPC 100, α 0.2) and the projected wall-clock of the three phases of
     `fastccfs run tiny-imagenet --ipc 100` (100 epochs per phase, as the paper's Table 9).
 `--smoke` shrinks every size so that the script runs on a CPU in a minute or two (CI runs it so).
@@ -110,7 +110,7 @@ def random_store(root: Path, n: int, size: int, classes: int):
 def ccfs_phase(device, n, classes, ipc, epochs) -> dict:
     from fastccfs import selection
     from fastccfs.config import RunConfig
-    from fastccfs.pipeline import Context, stage_phase
+    from fastccfs.pipeline import Context, curriculum_phase
     from fastccfs.synthetic import SyntheticSet
     from fastccfs.trainer import predict
 
@@ -125,15 +125,13 @@ def ccfs_phase(device, n, classes, ipc, epochs) -> dict:
                         inference="all")
         per_class, budgets = selection.phase_budgets(ipc, cfg.alpha, cfg.phases)
         start = selection.random_per_class(train.labels, per_class, 0, classes)
-        ctx = Context(cfg, tmp / "run", train, test, device, False)
-        (tmp / "run").mkdir()
+        ctx = Context(cfg, None, train, test, device, False)
         torch.manual_seed(0)
         teacher = create_model("resnet18", classes, 64).to(device).eval()
         teacher_pred = predict(teacher, ctx.eval_loader(train), device)[0].argmax(1)
         scores = np.random.default_rng(0).integers(0, 50, n) * 0.2
         current = SyntheticSet(np.zeros((0, 64, 64, 3), np.uint8), np.zeros(0, np.int64), start)
-        stage_phase(ctx, 1, current, budgets[0], teacher, teacher_pred, scores)
-        record = json.loads((tmp / "run" / "phase_1.json").read_text())
+        record = curriculum_phase(ctx, 1, current, budgets[0], teacher, teacher_pred, scores).record
     sizes = [classes * (per_class + sum(budgets[:j])) for j in range(cfg.phases)]
     kd_rate = record["train_images_per_s"]
     infer_s = record["seconds"]["inference"]

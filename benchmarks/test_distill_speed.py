@@ -7,7 +7,7 @@ recorded too: bf16 is only a candidate default if it leaves the BN-statistics te
 import pytest
 import torch
 
-from fastccfs.distill import DistillConfig, recover
+from fastccfs.cda import DistillConfig, recover
 from fastccfs.models import create_model
 
 ITERATIONS, BATCH = 10, 100

@@ -1,7 +1,35 @@
 """fastccfs: Curriculum Coarse-to-Fine Selection (CCFS) for high-IPC dataset distillation, at the speed
 of the hardware.
 
-The package root stays import-light (no torch) so that `fastccfs convert` and the decoding workers
-start quickly.
+The Python API (README, "Python API"):
+    fastccfs.run(dataset, ipc, out=None, **settings) -> RunResult   # `fastccfs run`
+    fastccfs.select(pred, labels, scores, selected, k, ...)          # one coarse-to-fine step
+    fastccfs.convert(dataset, root, cache)                           # decode once into stores
+    fastccfs.make_loader(source, ...)                                # the loaders
+    fastccfs.load_scores(path, store)                                # published difficulty scores
+    fastccfs.distill(dataset, ipc, out=None, ...)                    # built-in CDA
+
+The package root stays import-light (no torch until one of these is used) so that `fastccfs convert`
+and the decoding workers start quickly.
 """
 __version__ = "0.1.0"
+
+_API = {
+    "run": ("fastccfs.api", "run"),
+    "RunResult": ("fastccfs.api", "RunResult"),
+    "distill": ("fastccfs.api", "distill"),
+    "select": ("fastccfs.selection", "coarse_to_fine"),
+    "convert": ("fastccfs.store", "convert"),
+    "make_loader": ("fastccfs.loaders", "make_loader"),
+    "load_scores": ("fastccfs.scores", "load_scores"),
+}
+__all__ = list(_API)
+
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'fastccfs' has no attribute {name!r}")

@@ -36,6 +36,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def save_arrays(path: str | os.PathLike, **arrays) -> None:
     import numpy as np
 

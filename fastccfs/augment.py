@@ -68,7 +68,7 @@ def crop_flip_normalize(images: torch.Tensor, rows: torch.Tensor, boxes: torch.T
     boxes (B, 4) [top, left, h, w] and flips (B,) may live on the CPU. Output size = input size.
     """
     if images.device.type == "cpu":
-        from kernels.resample import crop_flip_normalize as kernel
+        from fastccfs.kernels.resample import crop_flip_normalize as kernel
 
         scale, shift = _affine(mean, std)
         out = np.empty((len(rows), *images.shape[1:]), np.float32)
@@ -81,7 +81,7 @@ def crop_flip_normalize(images: torch.Tensor, rows: torch.Tensor, boxes: torch.T
 def normalize(images: torch.Tensor, rows: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Tensor:
     """No augmentation: images[rows] normalised, NCHW channels_last."""
     if images.device.type == "cpu":
-        from kernels.resample import normalize as kernel
+        from fastccfs.kernels.resample import normalize as kernel
 
         scale, shift = _affine(mean, std)
         out = np.empty((len(rows), *images.shape[1:]), np.float32)

@@ -1,7 +1,7 @@
 """`fastccfs bench curriculum`: one CCFS phase by fastccfs and by a reference-style path, same data,
 settings and seed, wall-clock per stage and the ratios.
 
-fastccfs's side is the very code `fastccfs run` executes (pipeline.stage_phase). The reference side is
+fastccfs's side is the very code `fastccfs run` executes (pipeline.curriculum_phase). The reference side is
 benchmarks/reference_phase.py (a baseline that lives beside the benchmarks, never used by `run`), so
 this command needs a source checkout. The teacher is an untrained network of the filter's
 architecture unless --teacher is given (speed does not depend on its weights); its predictions are
@@ -15,9 +15,7 @@ whole split, as the paper's code does.
 from __future__ import annotations
 
 import importlib.util
-import json
 import platform
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +57,14 @@ def bench_curriculum(dataset: str, ipc: int, model: str = "convnet", epochs: int
     from fastccfs import selection
     from fastccfs.config import resolve_run_config
     from fastccfs.models import create_model, load_checkpoint
-    from fastccfs.pipeline import Context, stage_phase
+    from fastccfs.pipeline import Context, curriculum_phase, resolve_device
     from fastccfs.scores import load_scores
     from fastccfs.store import convert
     from fastccfs.synthetic import SyntheticSet
     from fastccfs.trainer import batch_size_for, predict
 
     reference = _reference_module()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     stores = convert(dataset, root, cache, progress=progress)
     train = stores["train"]
     cfg = resolve_run_config(dataset, ipc, None, {"model": model, "teacher_model": model, "epochs": epochs,
@@ -75,7 +73,7 @@ def bench_curriculum(dataset: str, ipc: int, model: str = "convnet", epochs: int
     if not per_class:
         raise UserError("the benchmark trains a filter on the starting set: use α > 0")
     start = selection.random_per_class(train.labels, per_class, seed, train.num_classes)
-    batch = cfg.batch_size or batch_size_for(len(start), train.num_classes)
+    batch = cfg.batch_size or batch_size_for(len(start), len(train))
     cfg.batch_size = batch
     rng = np.random.default_rng(seed)
     scores = (load_scores(scores_path, train) if scores_path
@@ -86,19 +84,17 @@ def bench_curriculum(dataset: str, ipc: int, model: str = "convnet", epochs: int
         net = create_model(model, train.num_classes, train.image_size[0])
         return load_checkpoint(net, teacher_path) if kind == "teacher" and teacher_path else net
 
-    import kernels
+    from fastccfs import kernels
 
     kernels.warm_up()  # numba's one-time start-up is per process, not per phase
     teacher = fresh("teacher").to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = Context(cfg, Path(tmp), train, stores["test"], device, progress)
-        teacher_pred = (predict(teacher, ctx.eval_loader(train), device, cfg.amp)[0].argmax(1) if teacher_path
-                        else train.labels.copy())  # setup, not timed
-        current = SyntheticSet(np.zeros((0, *train.images.shape[1:]), np.uint8), np.zeros(0, np.int64), start)
-        stage_phase(ctx, 1, current, budgets[0], teacher, teacher_pred, scores)
-        fast = json.loads((Path(tmp) / "phase_1.json").read_text())
+    ctx = Context(cfg, None, train, stores["test"], device, progress)
+    teacher_pred = (predict(teacher, ctx.eval_loader(train), device, cfg.amp)[0].argmax(1) if teacher_path
+                    else train.labels.copy())  # setup, not timed
+    current = SyntheticSet(np.zeros((0, *train.images.shape[1:]), np.uint8), np.zeros(0, np.int64), start)
+    fast = curriculum_phase(ctx, 1, current, budgets[0], teacher, teacher_pred, scores).record
 
     images_og = reference.normalised_tensor(train)  # the reference builds this once at start-up (setup)
     teacher_correct = np.flatnonzero(teacher_pred == train.labels).tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fastccfs.config import MODEL_NAMES
 from fastccfs.errors import UserError
 
 
@@ -27,20 +28,20 @@ def _run(args) -> None:
     import time
     from dataclasses import fields
 
-    from fastccfs.config import RunConfig, resolve_run_config
-    from fastccfs.pipeline import run
+    from fastccfs.api import run
+    from fastccfs.config import RunConfig
 
-    overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name not in ("dataset", "ipc")}
-    cfg = resolve_run_config(args.dataset, args.ipc, args.config, overrides)
-    out = args.out or f"runs/{cfg.dataset}-ipc{cfg.ipc}-{time.strftime('%Y%m%d-%H%M%S')}"
+    settings = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name not in ("dataset", "ipc")}
     start = time.perf_counter()
-    summary = run(cfg, out, device=args.device, progress=not args.quiet)
-    print(f"\n{cfg.dataset} IPC {cfg.ipc}, {cfg.method}: {summary['set_size']} images → {out} "
-          f"({time.perf_counter() - start:.0f} s)")
-    print(f"report: {out}/report.html")
-    if summary["models"]:
+    result = run(args.dataset, args.ipc, args.out, config=args.config, device=args.device,
+                 progress=not args.quiet, **settings)
+    cfg, out = result.config, result.out
+    print(f"\n{cfg['dataset']} IPC {cfg['ipc']}, {cfg['method']}: {len(result.selected)} real images selected → "
+          f"{out} ({time.perf_counter() - start:.0f} s)")
+    print(f"report: {result.report}")
+    if result.evaluation["models"]:
         print(f"{'model':<14} {'final-epoch acc':>20} {'max last 20% acc':>20}")
-        for name, r in summary["models"].items():
+        for name, r in result.evaluation["models"].items():
             cells = [f"{100 * r[k]['mean']:.2f} ± {100 * r[k]['std']:.2f}" for k in ("final_epoch_acc", "max_last_20pct_acc")]
             print(f"{name:<14} {cells[0]:>20} {cells[1]:>20}   ({r['runs']} run(s))")
 
@@ -63,34 +64,13 @@ def _export(args) -> None:
 
 
 def _distill(args) -> None:
-    from pathlib import Path
+    from fastccfs.api import distill
 
-    from fastccfs.config import resolve_run_config
-    from fastccfs.distill import dataset_defaults, distill
-    from fastccfs.models import create_model, load_checkpoint
-    from fastccfs.pipeline import Context, stage_teacher
-    from fastccfs.store import convert
-
-    stores = convert(args.dataset, args.root, args.cache, progress=not args.quiet)
-    train = stores["train"]
-    out = Path(args.out or f"distilled/{train.meta['dataset']}-ipc{args.ipc}")
-    cfg = dataset_defaults(args.dataset)
-    for name in ("iterations", "lr", "r_bn", "batch_size", "jitter", "seed", "amp", "image_format"):
-        if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
-    import torch
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.teacher:
-        teacher = load_checkpoint(create_model(args.teacher_model, train.num_classes, train.image_size[0]), args.teacher)
-    else:  # train one as `fastccfs run` does (its recipe for the dataset), keeping it in OUT/
-        run_cfg = resolve_run_config(args.dataset, args.ipc, None, {"teacher_model": args.teacher_model,
-                                                                    "seed": cfg.seed})
-        out.mkdir(parents=True, exist_ok=True)
-        teacher, _ = stage_teacher(Context(run_cfg, out, train, stores["test"], device, not args.quiet))
-    distill(teacher, train.classes, args.ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
-            progress=not args.quiet)
-    print(f"wrote {args.ipc} images per class to {out}/ (new000/class000_id000.{cfg.image_format}, distilled.npz)")
+    options = {name: getattr(args, name) for name in ("iterations", "lr", "r_bn", "batch_size", "jitter", "seed",
+                                                      "amp", "image_format")}
+    out = distill(args.dataset, args.ipc, args.out, teacher=args.teacher, teacher_model=args.teacher_model,
+                  root=args.root, cache=args.cache, device=args.device, progress=not args.quiet, **options)
+    print(f"wrote {args.ipc} images per class to {out}/ (new000/class000_id000.*, distilled.npz)")
 
 
 def _bench(args) -> None:
@@ -108,30 +88,60 @@ def _bench(args) -> None:
 def _report(args) -> None:
     from fastccfs.report import build_report
 
-    print(f"wrote {build_report(args.run_dirs[0], others=args.run_dirs[1:], cache=args.cache)}")
+    if len(args.run_dirs) > 1:
+        from fastccfs.report import build_comparison
+
+        print(f"wrote {build_comparison(args.run_dirs)}")
+    else:
+        print(f"wrote {build_report(args.run_dirs[0], cache=args.cache)}")
 
 
-def _add_run_settings(p: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field (--teacher-lr for teacher_lr, …), defaults from configs/."""
+def _add_run_settings(p: argparse.ArgumentParser, defaults: dict, where: str) -> None:
+    """One flag per RunConfig field (--teacher-lr for teacher_lr, …) with its help line, its choices and
+    the default it resolves to (WHERE: run.yaml, or the dataset's presets when the dataset is given)."""
     from dataclasses import fields
 
-    from fastccfs.config import RunConfig
+    from fastccfs.config import RunConfig, default_of
 
     for f in fields(RunConfig):
         if f.name in ("dataset", "ipc"):
             continue
         flag = "--" + f.name.replace("_", "-")
-        kind = f.type.__name__ if isinstance(f.type, type) else str(f.type)  # "int", "float | None", …
+        kind = str(f.type)  # "int", "float | None", "list[str]", …
+        choices = f.metadata.get("choices")
+        default = defaults[f.name] if f.name in defaults else default_of(f)
+        shown = ",".join(default) if isinstance(default, list) else "none" if default is None else default
+        text = f.metadata["help"] + (f" ({{{'|'.join(choices)}}})" if choices else "") + f" [{where}: {shown}]"
+        text = text.replace("%", "%%")
         if kind == "bool":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif "list" in kind:
-            p.add_argument(flag, dest=f.name, default=None, help="comma-separated")
+            p.add_argument(flag, dest=f.name, default=None, metavar="A,B", help=text)
         else:
             conv = int if kind.startswith("int") else float if kind.startswith("float") else str
-            p.add_argument(flag, dest=f.name, type=conv, default=None)
+            metavar = ("MODEL" if f.name in ("model", "teacher_model") else "{" + ",".join(choices) + "}" if choices
+                       else "N" if conv is int else "X" if conv is float else None)
+            p.add_argument(flag, dest=f.name, type=conv, default=None, metavar=metavar, help=text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _help_defaults(argv: list[str]) -> tuple[dict, str]:
+    """Defaults for `run --help`: those of the dataset (and --ipc) named before --help, else run.yaml's."""
+    from fastccfs.config import config_defaults
+
+    dataset = argv[1] if len(argv) > 1 and argv[0] == "run" and not argv[1].startswith("-") else None
+    ipc = None
+    if "--ipc" in argv[:-1]:
+        try:
+            ipc = int(argv[argv.index("--ipc") + 1])
+        except ValueError:
+            pass
+    try:
+        return config_defaults(dataset, ipc), (f"{dataset}" + (f" IPC {ipc}" if ipc else "")) if dataset else "default"
+    except Exception:  # a bad preset name only changes what --help shows
+        return config_defaults(), "default"
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastccfs", description="Fast CCFS for high-IPC dataset distillation.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,19 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --to: raw pixels (default, measured faster at 32–64 px) or JPEG")
     p.add_argument("--jpeg-quality", type=int, default=90, help="with --to … --pages jpg")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_convert)
+    p.set_defaults(func=_convert, subparser=p)
 
     p = sub.add_parser("run", help="CCFS end to end: teacher, scores, curriculum phases, evaluation",
                        description="Every setting defaults to configs/run.yaml, then configs/<dataset>.yaml and its "
                                    "IPC preset, then --config FILE, then these flags.")
     p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path (as for convert)")
-    p.add_argument("--ipc", type=int, default=None, help="images per class of the final set")
+    p.add_argument("--ipc", type=int, default=None, metavar="N",
+                   help="images per class of the final set (default: the dataset's preset, if it has one)")
     p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-ipc<N>-<time>); resumable")
     p.add_argument("--config", default=None, help="a YAML file of settings")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    _add_run_settings(p)
-    p.set_defaults(func=_run)
+    p.add_argument("--quiet", action="store_true", help="no progress output (run.log still records the run)")
+    _add_run_settings(p, *_help_defaults(argv or []))
+    p.set_defaults(func=_run, subparser=p)
 
     p = sub.add_parser("distill", help="recover a distilled set from a teacher (CDA), in the SRe²L/CDA layout",
                        description="Defaults per dataset: configs/distill.yaml.")
@@ -183,46 +194,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_distill)
+    p.set_defaults(func=_distill, subparser=p)
 
     p = sub.add_parser("bench", help="benchmarks; `bench curriculum`: one CCFS phase vs a reference-style path")
     bench = p.add_subparsers(dest="bench", required=True)
     p = bench.add_parser("curriculum", help="one phase by fastccfs and by the reference's way, per-stage ratios")
-    p.add_argument("dataset")
-    p.add_argument("--ipc", type=int, required=True)
-    p.add_argument("--model", default="convnet", help="resnet18, convnet, … (filter and teacher)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--alpha", type=float, default=0.2)
-    p.add_argument("--json", default=None, help="write the result to this file")
-    p.add_argument("--teacher", default=None, help="a checkpoint (default: an untrained teacher)")
-    p.add_argument("--scores", default=None, help="score file (default: seeded random scores)")
+    p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path (as for convert)")
+    p.add_argument("--ipc", type=int, required=True, metavar="N", help="images per class of the final set")
+    p.add_argument("--model", default="convnet", choices=MODEL_NAMES, metavar="MODEL",
+                   help=f"filter and teacher architecture ({{{'|'.join(MODEL_NAMES)}}}) [default: convnet]")
+    p.add_argument("--epochs", type=int, default=10, metavar="N", help="filter epochs [default: 10]")
+    p.add_argument("--alpha", type=float, default=0.2, metavar="X",
+                   help="distilled fraction α: the starting set is ⌊α·IPC⌋ random real images per class [default: 0.2]")
+    p.add_argument("--json", default=None, help="write the result to this file [default: print only]")
+    p.add_argument("--teacher", default=None,
+                   help="a teacher checkpoint [default: none — an untrained teacher whose predictions are the labels]")
+    p.add_argument("--scores", default=None, help="score file [default: seeded random multiples of 0.2]")
     p.add_argument("--inference", default="needed", choices=("needed", "all"),
-                   help="fastccfs's side: predict only what the fine stage can reach (default) or the whole split")
-    p.add_argument("--root", default=".")
-    p.add_argument("--cache", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_bench)
+                   help="fastccfs's side: predict only what the fine stage can reach or the whole split "
+                        "[default: needed]")
+    p.add_argument("--root", default=".", help="folder holding the dataset [default: .]")
+    p.add_argument("--cache", default=None, help="store folder [default: $FASTCCFS_CACHE or ~/.cache/fastccfs]")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="[default: 0]")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu [default: cuda if present]")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_bench, subparser=p)
 
-    p = sub.add_parser("report", help="write RUN_DIR/report.html (figures embedded) and its PNG figures")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the run; more runs add a comparison table")
+    p = sub.add_parser("report", help="write RUN_DIR/report.html (figures embedded) and its PNG figures; "
+                                      "several runs: a comparison page")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="a run (its report.html is rebuilt); several runs: RUN_DIR1/comparison.html compares them, "
+                        "leaving each run's own report as it is")
     p.add_argument("--cache", default=None, help="where the dataset's store is (for the image grids)")
-    p.set_defaults(func=_report)
+    p.set_defaults(func=_report, subparser=p)
 
     p = sub.add_parser("export", help="write a run's synthetic set as an ImageFolder of PNGs")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="folder to create")
     p.add_argument("--root", default=".", help="the dataset's --root, if the store must be rebuilt")
     p.add_argument("--cache", default=None)
-    p.set_defaults(func=_export)
+    p.set_defaults(func=_export, subparser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
+    parser = build_parser(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the subcommand's own parser, with its usage line
+        args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.func(args)
     except UserError as e:

@@ -1,5 +1,9 @@
-"""Access to the YAML files in configs/ (installed as the package data fastccfs/configs)."""
-from dataclasses import asdict, dataclass, field, fields
+"""Settings: the YAML files in configs/ (installed as the package data fastccfs/configs) and RunConfig,
+every setting of `fastccfs run` with its type, help line, choices and whether it changes results."""
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -29,93 +33,202 @@ def dataset_info(name: str) -> dict:
 
 # ------------------------------------------------------------------------------------ run config
 
+MODEL_NAMES = ("resnet18", "resnet50", "resnet101", "densenet121", "regnet_y_8gf", "convnet", "convnet_bn")
+
+
+def setting(default, help: str, choices=None, runtime: bool = False):
+    """A RunConfig field. runtime=True: it changes how, not what, is selected and evaluated, so a
+    resumed run may change it; every other field is part of the run's identity."""
+    meta = {"help": help, "choices": choices, "runtime": runtime}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class RunConfig:
     """Every setting of `fastccfs run`, resolved: run.yaml ← <dataset>.yaml (and its IPC preset) ←
-    --config FILE ← flags. Written to RUN/config.yaml; the comments in configs/run.yaml say what each is."""
+    --config FILE ← flags. Written to RUN/config.yaml."""
 
-    dataset: str
-    ipc: int
-    root: str = "."
-    cache: str | None = None
-    model: str = "resnet18"
-    teacher_model: str = "resnet18"
-    eval_models: list[str] = field(default_factory=lambda: ["resnet18"])
-    teacher: str | None = None
-    teacher_epochs: int = 200
-    teacher_lr: float = 0.1
-    teacher_weight_decay: float = 5e-4
-    teacher_batch_size: int = 128
-    epochs: int = 500
-    eval_epochs: int | None = None
-    eval_from: float = 0.8
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 5
-    temperature: float = 20.0
-    batch_size: int | None = None
-    alpha: float = 0.2
-    phases: int = 3
-    coarse: str = "misclassified"
-    fine: str = "simple"
-    score: str = "forgetting"
-    scores: str | None = None
-    teacher_filter: bool = True
-    filter_test: bool = True
-    inference: str = "needed"
-    method: str = "ccfs"
-    distilled: str | None = None
-    init: str = "none"
-    beta: float = 0.0
-    distill_iterations: int | None = None
-    distill_lr: float | None = None
-    distill_r_bn: float | None = None
-    num_eval: int = 5
-    loader: str = "tensor"
-    amp: str = "auto"
-    compile: bool = False
-    seed: int = 0
-
-    # Settings that change how, not what, is selected and evaluated: a resumed run may change them.
-    RUNTIME = ("loader", "compile", "root", "cache", "filter_test", "inference")
+    dataset: str = field(metadata={"help": "cifar10, cifar100, tiny-imagenet, demo, or a path"})
+    ipc: int = field(metadata={"help": "images per class of the final set"})
+    root: str = setting(".", "folder holding the dataset's archive or extracted folder", runtime=True)
+    cache: str | None = setting(None, "store folder (default: $FASTCCFS_CACHE or ~/.cache/fastccfs)", runtime=True)
+    model: str = setting("resnet18", "the filter trained in each phase", MODEL_NAMES)
+    teacher_model: str = setting("resnet18", "the teacher's architecture", MODEL_NAMES)
+    eval_models: list[str] = setting(["resnet18"], "comma-separated models trained on the final set", MODEL_NAMES)
+    teacher: str | None = setting(None, "teacher checkpoint; none: train one here and count forgetting events")
+    teacher_epochs: int = setting(200, "epochs of a teacher trained here")
+    teacher_lr: float = setting(0.1, "learning rate of a teacher trained here")
+    teacher_weight_decay: float = setting(5e-4, "weight decay of a teacher trained here")
+    teacher_batch_size: int = setting(128, "batch size of a teacher trained here")
+    epochs: int = setting(500, "epochs of each phase's filter (and of evaluation unless --eval-epochs)")
+    eval_epochs: int | None = setting(None, "epochs of each evaluation model; none: --epochs")
+    eval_from: float = setting(0.8, "evaluation tracks test accuracy after epochs > F·epochs (1.0: last only)")
+    lr: float = setting(0.1, "learning rate of filters and evaluation models (SGD)")
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(5e-4, "weight decay of filters and evaluation models")
+    warmup_epochs: int = setting(5, "linear warm-up epochs (from 1 % of lr), then cosine")
+    temperature: float = setting(20.0, "KD temperature T")
+    batch_size: int | None = setting(None, "batch size of filters and evaluation; none: the reference's rule "
+                                           "by the set's share of the train split (32 / 64 / 128)")
+    alpha: float = setting(0.2, "fraction α of each class's IPC taken from the distilled part")
+    phases: int = setting(3, "curriculum phases J")
+    coarse: str = setting("misclassified", "coarse rule on the filter's predictions",
+                          ("misclassified", "classified", "all"))
+    fine: str = setting("simple", "fine order per class: simplest first, hardest first, or random",
+                        ("simple", "hard", "random"))
+    score: str = setting("forgetting", "difficulty score", ("forgetting", "cscore", "logits"))
+    scores: str | None = setting(None, "score file (published forgetting .npy, c-score .npz); none: forgetting "
+                                       "counted while training the teacher here")
+    teacher_filter: bool = setting(True, "candidates must be classified correctly by the teacher")
+    filter_test: bool = setting(True, "test each phase's filter on the test split (Fig. 4a)", runtime=True)
+    inference: str = setting("needed", "needed: predict only what the fine stage can reach (same picks); "
+                                       "all: the whole train split", ("needed", "all"), runtime=True)
+    method: str = setting("ccfs", "ccfs, or a real-image baseline", ("ccfs", "random", "coreset", "window", "full"))
+    distilled: str | None = setting(None, "distilled set (SRe²L/CDA folder, ImageFolder, .npz/.pt); none: "
+                                          "built-in CDA distillation (or --init)")
+    init: str = setting("none", "real images in place of the distilled part (self-evolved selection)",
+                        ("none", "random", "window"))
+    beta: float = setting(0.0, "SelMatch window start: the fraction of each class skipped, hardest first")
+    distill_iterations: int | None = setting(None, "built-in distillation iterations; none: configs/distill.yaml")
+    distill_lr: float | None = setting(None, "built-in distillation learning rate; none: configs/distill.yaml")
+    distill_r_bn: float | None = setting(None, "built-in distillation BN-statistics weight; none: "
+                                               "configs/distill.yaml")
+    num_eval: int = setting(5, "evaluation runs (seeds) per model; 0: no evaluation")
+    loader: str = setting("tensor", "loader backend", ("tensor", "torch", "ffcv", "dali"))
+    amp: str = setting("auto", "bf16 autocast: auto (bf16 on CUDA, fp32 on CPUs), bf16, off", ("auto", "bf16", "off"))
+    compile: bool = setting(False, "torch.compile the trained models", runtime=True)
+    seed: int = setting(0, "the run's seed (every stage's randomness derives from it)")
 
     def science(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
+        """The settings that make the run what it is (its identity in config.yaml)."""
+        return {k: v for k, v in asdict(self).items() if not field_info(k).get("runtime")}
 
 
-def resolve_run_config(dataset: str, ipc: int | None, config_file: str | None, overrides: dict) -> RunConfig:
-    """Merge the layers; unknown keys and missing presets are errors that say what to do."""
-    known = {f.name for f in fields(RunConfig)}
+def field_info(name: str) -> dict:
+    return next(f.metadata for f in fields(RunConfig) if f.name == name)
+
+
+def _check_type(name: str, value, kind: str, where: str):
+    """VALUE as the field's type (ints stay ints, '1e-2' is a float), or a one-line error."""
+    optional = kind.endswith("| None")
+    base = kind.replace("| None", "").strip()
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"{where}: {name} must be {base}, not empty")
+    bad = UserError(f"{where}: {name} must be {'a whole number' if base == 'int' else base}, got {value!r}")
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if base == "int":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if base == "float":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):  # PyYAML reads 1e-2 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        raise bad
+    if base == "list[str]":
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        raise bad
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise bad
+
+
+def _load_settings_file(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the config file ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from e
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: a config file is a mapping of settings (name: value), not a "
+                        f"{type(values).__name__}")
+    return values
+
+
+def presets(dataset: str) -> tuple[dict, dict | int | None]:
+    """(dataset-wide settings, {IPC: settings} or the one default IPC) of configs/<dataset>.yaml."""
+    if not (configs_dir() / f"{dataset}.yaml").is_file():
+        return {}, None
+    preset = dict(load_yaml(f"{dataset}.yaml"))
+    by_ipc = preset.pop("ipc", None)
+    preset.pop("teacher", None)  # the teacher recipe block is read by teacher_recipe()
+    return preset, by_ipc
+
+
+def resolve_run_config(dataset: str, ipc: int | None, config_file: str | None, overrides: dict,
+                       quiet: bool = False) -> RunConfig:
+    """Merge the layers; unknown keys, values of the wrong type and missing presets are one-line errors."""
+    known = {f.name: f for f in fields(RunConfig)}
     values = dict(load_yaml("run.yaml"))
-    preset_name = dataset if (configs_dir() / f"{dataset}.yaml").is_file() else None
-    preset = dict(load_yaml(f"{preset_name}.yaml")) if preset_name else {}
-    by_ipc = preset.pop("ipc", None)  # {IPC: settings} presets, or one default IPC (the demo)
+    preset, by_ipc = presets(dataset)
     values.update(preset)
     if ipc is None and isinstance(by_ipc, int):
         ipc = by_ipc
     if ipc is None:
-        raise UserError(f"no IPC for {dataset}: pass --ipc N")
+        hint = f" (presets: {', '.join(map(str, by_ipc))})" if isinstance(by_ipc, dict) else ""
+        raise UserError(f"no IPC for {dataset}: pass --ipc N{hint}")
     if isinstance(by_ipc, dict):
         if ipc in by_ipc:
             values.update(by_ipc[ipc] or {})
-        elif not overrides.get("epochs") and not config_file:
+        elif not overrides.get("epochs") and not config_file and not quiet:
             print(f"fastccfs: note: {dataset} has presets for IPC {', '.join(map(str, by_ipc))}; IPC {ipc} uses "
                   f"the dataset defaults (epochs {values.get('epochs')})")
     if config_file:
-        try:
-            with open(config_file, encoding="utf-8") as f:
-                values.update(yaml.safe_load(f) or {})
-        except OSError as e:
-            raise UserError(f"{config_file}: cannot read the config file ({e.strerror})") from e
+        values.update(_load_settings_file(config_file))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    values.update(dataset=dataset, ipc=int(ipc))
-    unknown = sorted(set(values) - known)
+    values.update(dataset=dataset, ipc=ipc)
+    unknown = sorted(set(values) - set(known))
     if unknown:
         raise UserError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    cfg = RunConfig(**values)
-    if isinstance(cfg.eval_models, str):
-        cfg.eval_models = [m for m in cfg.eval_models.split(",") if m]
-    return cfg
+    where = config_file or "settings"
+    checked = {}
+    for name, value in values.items():
+        kind = known[name].type if isinstance(known[name].type, str) else known[name].type.__name__
+        checked[name] = _check_type(name, value, kind, where)
+        choices = known[name].metadata.get("choices")
+        if choices and name not in ("model", "teacher_model", "eval_models"):  # models: checked with their names
+            for v in checked[name] if isinstance(checked[name], list) else [checked[name]]:
+                if v not in choices:
+                    raise UserError(f"unknown {name} {v!r}: use one of {', '.join(choices)}")
+    return RunConfig(**checked)
+
+
+def config_defaults(dataset: str | None = None, ipc: int | None = None) -> dict:
+    """Each setting's default as `run` would resolve it (for --help): run.yaml, then the dataset's preset."""
+    values = dict(load_yaml("run.yaml"))
+    if dataset:
+        preset, by_ipc = presets(dataset)
+        values.update(preset)
+        if isinstance(by_ipc, dict) and ipc in by_ipc:
+            values.update(by_ipc[ipc] or {})
+    return values
+
+
+def default_of(f) -> object:
+    return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default

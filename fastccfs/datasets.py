@@ -390,7 +390,13 @@ def _read_npz(source: Source) -> RawDataset:
     return RawDataset(source.name, classes, classes, splits)
 
 
-def _as_nhwc_uint8(x: np.ndarray, where: str) -> np.ndarray:
+def _as_nhwc_uint8(x: np.ndarray, where: str, rounding: str = "refuse") -> np.ndarray:
+    """Images as uint8 N×H×W×3 (the form every store and loader holds).
+
+    Floats must be pixels in [0, 1]; those that are whole multiples of 1/255 (images read from files)
+    convert exactly. Others would be rounded: rounding="refuse" says so and stops, "note" rounds and
+    prints one line saying it did. Normalised floats (outside [0, 1]) are refused with their range.
+    """
     if x.ndim == 3:  # greyscale N×H×W
         x = np.repeat(x[..., None], 3, axis=3)
     if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[3] not in (1, 3):
@@ -401,9 +407,24 @@ def _as_nhwc_uint8(x: np.ndarray, where: str) -> np.ndarray:
         x = np.repeat(x, 3, axis=3)
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x)
-    if np.issubdtype(x.dtype, np.floating) and len(x) and x.min() >= 0 and x.max() <= 1:
-        return np.ascontiguousarray(np.round(x * 255).astype(np.uint8))
-    raise UserError(f"{where}: pixels must be uint8 or floats in [0, 1], got {x.dtype}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise UserError(f"{where}: pixels must be uint8 or floats in [0, 1], got {x.dtype}")
+    if not len(x):
+        return np.zeros(x.shape, np.uint8)
+    low, high = float(x.min()), float(x.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise UserError(f"{where}: the images hold NaN or infinite values")
+    if low < 0 or high > 1:
+        raise UserError(f"{where}: float pixels range from {low:.3g} to {high:.3g}, outside [0, 1] — they look "
+                        "normalised: pass unnormalised pixels in [0, 1] (x * std + mean) or uint8")
+    scaled = np.asarray(x, np.float64) * 255
+    exact = np.round(scaled)
+    if np.abs(scaled - exact).max() > 1e-3:
+        if rounding == "refuse":
+            raise UserError(f"{where}: float pixels that are not whole multiples of 1/255 would be rounded to "
+                            "uint8 (the form the loaders hold): pass (x * 255).round() as uint8 to accept that")
+        print(f"fastccfs: note: {where}: float pixels rounded to uint8 (the form the loaders hold)")
+    return np.ascontiguousarray(exact.astype(np.uint8))
 
 
 # ------------------------------------------------------------------------------------------ decode

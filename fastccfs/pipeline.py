@@ -15,6 +15,10 @@ Run directory:
   selected_indices.json   {"ipc", "alpha", "idx_selected"}: the reference code's form
   synthetic_set.npz       distilled images + real indices (fastccfs export RUN writes PNGs)
   eval/<model>_<r>.json   one evaluation run each; eval.json gathers them
+  timings.json, run.log   wall-clock per stage; what the run printed (fastccfs.rundir)
+
+The stages' computations (train_teacher, curriculum_phase) take no run directory, so the benchmarks
+and the Python API call the very code `fastccfs run` executes.
 """
 from __future__ import annotations
 
@@ -29,21 +33,19 @@ import yaml
 
 from fastccfs import selection
 from fastccfs.atomic import atomic_path, save_arrays, write_json, write_text
-from fastccfs.config import RunConfig
+from fastccfs.config import MODEL_NAMES, RunConfig
 from fastccfs.errors import UserError
-from fastccfs.loaders import BACKENDS, make_loader
+from fastccfs.loaders import make_loader
 from fastccfs.models import create_model, load_checkpoint
+from fastccfs.rundir import RunDir, RunLog
 from fastccfs.scores import ForgettingCounter, load_scores, logit_difficulty
 from fastccfs.store import Store, convert
 from fastccfs.synthetic import SyntheticSet
 from fastccfs.trainer import Recipe, accuracy, batch_size_for, fit, folded, predict
 
-METHODS = ("ccfs", "random", "coreset", "window", "full")
-INITS = ("none", "random", "window")
-SCORES = ("forgetting", "cscore", "logits")
-# How much of the train split each phase's filter predicts: only what the fine stage can reach (the
-# same picks; selection.predict_until_picked), or every sample (adds the filter's train accuracy).
-INFERENCE = ("needed", "all")
+# Named random streams: a stage's seed is seed·1000 + its stream's base (+ the phase or evaluation run),
+# so resuming at any stage reproduces it and a reader sees which randomness is which.
+SEED_STREAMS = {"teacher": 0, "init": 1, "filter": 10, "fine": 20, "eval": 100}
 # Inference batch: large on GPUs; 128 on CPUs, where it measured fastest (ResNet-18 fp32: 225 img/s at
 # 128, 196 at 1024; ConvNet-BN: 1,666 vs 1,322).
 EVAL_BATCH = {"cuda": 1024, "cpu": 128}
@@ -51,20 +53,25 @@ EVAL_BATCH = {"cuda": 1024, "cpu": 128}
 
 @dataclass
 class Context:
+    """What every stage needs: settings, stores, device, and where messages go (out: the run
+    directory; None when a stage's computation runs on its own, as in the benchmarks)."""
+
     cfg: RunConfig
-    out: Path
+    out: Path | None
     train: Store
     test: Store
     device: torch.device
     progress: bool
+    logger: RunLog | None = None
+    work: "WorkPlan | None" = None
 
     @property
     def num_classes(self) -> int:
         return self.train.num_classes
 
-    def seed(self, stage: int) -> int:
-        """One seed per stage: resuming at any stage reproduces it exactly."""
-        return self.cfg.seed * 1000 + stage
+    def seed(self, stream: str, i: int = 0) -> int:
+        """The seed of a named random stream (SEED_STREAMS), i-th phase or evaluation run."""
+        return self.cfg.seed * 1000 + SEED_STREAMS[stream] + i
 
     def model(self, name: str, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
@@ -81,68 +88,98 @@ class Context:
         return self.loader(store, augment=False, batch_size=EVAL_BATCH.get(self.device.type, 1024), indices=indices)
 
     def log(self, message: str) -> None:
-        if self.progress:
+        if self.logger is not None:
+            self.logger.log(message)
+        elif self.progress:
             print(message, flush=True)
 
 
+class WorkPlan:
+    """The images the run's training jobs will process (epochs × set size), to say how long is left:
+    the rate measured on the jobs done so far, applied to those still to do."""
+
+    def __init__(self):
+        self.total = self.done = 0
+        self.seconds = 0.0
+
+    def add(self, images: int) -> None:
+        self.total += images
+
+    def finished(self, images: int, seconds: float) -> None:
+        self.done += images
+        self.seconds += seconds
+
+    def left(self) -> str:
+        if not self.done or self.total <= self.done:
+            return ""
+        s = (self.total - self.done) * self.seconds / self.done
+        return f" — about {s / 60:.0f} min left" if s >= 90 else f" — about {s:.0f} s left"
+
+
 def check_config(cfg: RunConfig) -> None:
-    for name, value, allowed in (("method", cfg.method, METHODS), ("init", cfg.init, INITS),
-                                 ("score", cfg.score, SCORES), ("coarse", cfg.coarse, selection.COARSE),
-                                 ("fine", cfg.fine, selection.FINE)):
-        if value not in allowed:
-            raise UserError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
+    """Settings that cannot work, refused before anything is written or computed (the types and the
+    choices of settings were checked when they were resolved: config.resolve_run_config)."""
+    for name in [cfg.model, cfg.teacher_model, *cfg.eval_models]:
+        if name not in MODEL_NAMES:
+            raise UserError(f"unknown model {name!r}: use one of {', '.join(MODEL_NAMES)}")
     if cfg.distilled and cfg.init != "none":
         raise UserError(f"--distilled and --init {cfg.init} both give the starting set: choose one")
-    if cfg.num_eval < 0 or cfg.epochs < 1:
-        raise UserError("need epochs ≥ 1 and num_eval ≥ 0")
-    if cfg.loader not in BACKENDS:
-        raise UserError(f"unknown loader {cfg.loader!r}: use one of {', '.join(BACKENDS)}")
+    if cfg.num_eval < 0 or cfg.epochs < 1 or (cfg.eval_epochs is not None and cfg.eval_epochs < 1):
+        raise UserError("need epochs ≥ 1, eval epochs ≥ 1 and num_eval ≥ 0")
     if cfg.loader in ("ffcv", "dali"):
         from fastccfs.formats import require
 
         require(cfg.loader)
-    if cfg.inference not in INFERENCE:
-        raise UserError(f"unknown inference {cfg.inference!r}: use one of {', '.join(INFERENCE)}")
     if not 0 <= cfg.eval_from <= 1:
         raise UserError(f"--eval-from is a fraction of the epochs in [0, 1]; got {cfg.eval_from}")
     selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)  # raises on bad IPC / α / J
 
 
-def prepare_run_dir(cfg: RunConfig, out: Path) -> None:
-    """Write config.yaml, or check that a run being resumed had the same settings."""
-    path = out / "config.yaml"
-    if path.is_file():
-        before = yaml.safe_load(path.read_text())
-        now = cfg.science()
-        changed = sorted(k for k in now if before.get(k) != now[k])
-        if changed:
-            raise UserError(f"{out} holds a run with other settings ({', '.join(changed)}): "
-                            "pass another --out, or the same settings to resume it")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(path, yaml.safe_dump(cfg.science(), sort_keys=False))
+def resolve_device(name: str | None) -> torch.device:
+    """The device to run on (default: CUDA when present); a one-line error for one that is not there."""
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        raise UserError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible to torch here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible")
+    return device
 
 
 # ------------------------------------------------------------------------------------------ stages
 
 
+def train_teacher(ctx: Context) -> tuple[torch.nn.Module, dict, np.ndarray]:
+    """A teacher trained on the whole train split with CE, counting every sample's forgetting events:
+    (model, training history, forgetting scores)."""
+    cfg = ctx.cfg
+    teacher = ctx.model(cfg.teacher_model, ctx.seed("teacher"))
+    ctx.log(f"teacher: training {cfg.teacher_model} on {len(ctx.train)} images for {cfg.teacher_epochs} epochs"
+            f"{ctx.work.left() if ctx.work else ''}")
+    counter = ForgettingCounter(len(ctx.train), ctx.device)
+    loader = ctx.loader(ctx.train, batch_size=cfg.teacher_batch_size, seed=ctx.seed("teacher"))
+    recipe = Recipe(cfg.teacher_epochs, cfg.teacher_lr, cfg.momentum, cfg.teacher_weight_decay,
+                    min(cfg.warmup_epochs, cfg.teacher_epochs // 2))
+    history = fit(teacher, loader, recipe, device=ctx.device, amp=cfg.amp, compile=cfg.compile,
+                  on_batch=counter.update, progress=ctx.progress, desc="teacher")
+    if ctx.work:
+        ctx.work.finished(history["images"], history["seconds"])
+    return teacher, history, counter.scores(cfg.teacher_epochs)
+
+
 def stage_teacher(ctx: Context) -> tuple[torch.nn.Module, np.ndarray]:
     """The teacher (loaded, resumed, or trained here with forgetting counts) and its train predictions."""
     cfg, out = ctx.cfg, ctx.out
-    teacher = ctx.model(cfg.teacher_model, ctx.seed(0))
+    teacher = ctx.model(cfg.teacher_model, ctx.seed("teacher"))
     if cfg.teacher:
         load_checkpoint(teacher, cfg.teacher)
     elif (out / "teacher.pt").is_file():
         load_checkpoint(teacher, out / "teacher.pt")
     else:
-        ctx.log(f"teacher: training {cfg.teacher_model} on {len(ctx.train)} images for {cfg.teacher_epochs} epochs")
-        counter = ForgettingCounter(len(ctx.train), ctx.device)
-        loader = ctx.loader(ctx.train, batch_size=cfg.teacher_batch_size, seed=ctx.seed(0))
-        recipe = Recipe(cfg.teacher_epochs, cfg.teacher_lr, cfg.momentum, cfg.teacher_weight_decay,
-                        min(cfg.warmup_epochs, cfg.teacher_epochs // 2))
-        history = fit(teacher, loader, recipe, device=ctx.device, amp=cfg.amp, compile=cfg.compile,
-                      on_batch=counter.update, progress=ctx.progress, desc="teacher")
-        save_arrays(out / "forgetting.npz", scores=counter.scores(cfg.teacher_epochs))
+        teacher, history, forgetting = train_teacher(ctx)
+        save_arrays(out / "forgetting.npz", scores=forgetting)
         write_json(out / "teacher_training.json", {"seconds": history["seconds"], "images": history["images"],
                                                    "loss": history["loss"], "train_acc": history["train_acc"]})
         with atomic_path(out / "teacher.pt") as tmp:  # last: marks the stage finished
@@ -154,7 +191,9 @@ def stage_teacher(ctx: Context) -> tuple[torch.nn.Module, np.ndarray]:
         np.save(out / "teacher_pred.npy", pred)
         write_json(out / "teacher.json", {"train_acc": float((pred == labels).mean()), "test_acc": test_acc,
                                           "checkpoint": cfg.teacher or str(out / "teacher.pt")})
-    ctx.log(f"teacher: {json.loads((out / 'teacher.json').read_text())}")
+    info = json.loads((out / "teacher.json").read_text())
+    ctx.log(f"teacher: {cfg.teacher_model}, train accuracy {100 * info['train_acc']:.2f} %, test accuracy "
+            f"{100 * info['test_acc']:.2f} % ({info['checkpoint']})")
     teacher.to(ctx.device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -185,7 +224,7 @@ def stage_scores(ctx: Context) -> np.ndarray | None:
 
 
 def distill_config(cfg: RunConfig):
-    from fastccfs.distill import dataset_defaults
+    from fastccfs.cda import dataset_defaults
 
     dc = dataset_defaults(cfg.dataset)
     for name in ("iterations", "lr", "r_bn"):
@@ -210,14 +249,14 @@ def stage_start(ctx: Context, scores: np.ndarray | None, teacher) -> SyntheticSe
 
             source = cfg.distilled
             if not source:
-                from fastccfs.distill import distill
+                from fastccfs.cda import distill
 
                 ctx.log(f"distilled part: recovering {per_class} images per class from the teacher (CDA)")
                 source = distill(teacher, ctx.train.classes, per_class, ctx.train.image_size[0], ctx.train.mean,
                                  ctx.train.std, distill_config(cfg), out / "distilled", ctx.device, ctx.progress)
             images, labels = read_distilled(source, ctx.train.classes, per_class, ctx.train.images.shape[1:])
         elif per_class and cfg.init == "random":
-            real = selection.random_per_class(labels_all, per_class, ctx.seed(1), ctx.num_classes)
+            real = selection.random_per_class(labels_all, per_class, ctx.seed("init"), ctx.num_classes)
         elif per_class and cfg.init == "window":
             if scores is None:
                 raise UserError("--init window orders samples by difficulty: it needs --score forgetting or cscore")
@@ -231,7 +270,7 @@ def _train_on(ctx: Context, current: SyntheticSet, model_name: str, seed: int, t
               evaluate: bool, desc: str):
     cfg = ctx.cfg
     model = ctx.model(model_name, seed)
-    batch = cfg.batch_size or batch_size_for(len(current), ctx.num_classes)
+    batch = cfg.batch_size or batch_size_for(len(current), len(ctx.train))
     loader = ctx.loader(ctx.train, batch_size=batch, seed=seed, **current.loader_arguments())
     recipe = Recipe(epochs, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.warmup_epochs, temperature=cfg.temperature)
     test_loader = ctx.eval_loader(ctx.test)
@@ -239,15 +278,24 @@ def _train_on(ctx: Context, current: SyntheticSet, model_name: str, seed: int, t
                   evaluate=(lambda m: accuracy(m, test_loader, ctx.device, cfg.amp)) if evaluate else None,
                   evaluate_from=cfg.eval_from, progress=ctx.progress, desc=desc)
     history["batch_size"] = batch
+    if ctx.work:
+        ctx.work.finished(history["images"], history["seconds"])
     return model, history
 
 
-def stage_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, teacher_pred,
-                scores: np.ndarray | None) -> np.ndarray:
-    """Phase j: train a filter on the current set, infer over the train split, select k per class."""
-    cfg, out = ctx.cfg, ctx.out
-    if (out / f"phase_{j}.json").is_file():
-        return np.load(out / f"phase_{j}.npz")["indices"]
+@dataclass
+class PhaseResult:
+    indices: np.ndarray  # the picks, class by class, preferred first
+    filled: np.ndarray  # per class: picks that were not coarse candidates
+    difficulty: np.ndarray  # the picks' difficulties
+    record: dict  # what phases.json keeps: sizes, accuracies, counts, seconds
+
+
+def curriculum_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, teacher_pred,
+                     scores: np.ndarray | None) -> PhaseResult:
+    """Phase j of CCFS: train a filter on the current set, predict the train samples the fine stage can
+    reach (or all of them), select k per class. Writes nothing."""
+    cfg = ctx.cfg
     labels = ctx.train.labels
     record = {"phase": j, "set_size": len(current), "k_per_class": k}
     selected = np.zeros(len(labels), bool)
@@ -255,13 +303,15 @@ def stage_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, te
     seconds = {}
     t = time.perf_counter()
     if len(current):
-        filt, history = _train_on(ctx, current, cfg.model, ctx.seed(10 + j), teacher, cfg.epochs, evaluate=False,
-                                  desc=f"phase {j}/{cfg.phases} filter")
+        ctx.log(f"phase {j}/{cfg.phases}: training a {cfg.model} filter on {len(current)} images for {cfg.epochs} "
+                f"epochs{ctx.work.left() if ctx.work else ''}")
+        filt, history = _train_on(ctx, current, cfg.model, ctx.seed("filter", j), teacher, cfg.epochs,
+                                  evaluate=False, desc=f"phase {j}/{cfg.phases} filter")
         seconds["train"], t = time.perf_counter() - t, time.perf_counter()
         logits = None
         if cfg.inference == "needed" and scores is not None:
             eligible = selection.eligible_mask(labels, selected, teacher_pred if cfg.teacher_filter else None)
-            key = selection.fine_keys(scores, cfg.fine, ctx.seed(20 + j))
+            key = selection.fine_keys(scores, cfg.fine, ctx.seed("fine", j))
             net = folded(filt.to(ctx.device).eval())  # fold once, not once per round
             pred, inferred = selection.predict_until_picked(lambda rows: _predict_rows(ctx, net, rows), labels, key,
                                                             eligible, k, cfg.coarse, ctx.num_classes)
@@ -287,20 +337,31 @@ def stage_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, te
         else np.zeros(len(labels))
     chosen = selection.coarse_to_fine(pred, labels, difficulty, selected, k,
                                       teacher_pred=teacher_pred if cfg.teacher_filter else None, coarse=coarse,
-                                      fine=cfg.fine, seed=ctx.seed(20 + j), num_classes=ctx.num_classes,
+                                      fine=cfg.fine, seed=ctx.seed("fine", j), num_classes=ctx.num_classes,
                                       class_names=ctx.train.classes)
     seconds["selection"] = time.perf_counter() - t
     d = difficulty[chosen.indices]
     record.update(coarse=coarse, selected=len(chosen.indices), filled=int(chosen.filled.sum()),
                   difficulty={"min": float(d.min()), "median": float(np.median(d)), "max": float(d.max())}
                   if len(d) else None, seconds=seconds)
-    save_arrays(out / f"phase_{j}.npz", indices=chosen.indices, filled=chosen.filled, difficulty=d)
+    return PhaseResult(chosen.indices, chosen.filled, d, record)
+
+
+def stage_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, teacher_pred,
+                scores: np.ndarray | None) -> np.ndarray:
+    """Phase j, resumable: its picks from phase_<j>.npz when finished, else computed and written."""
+    out = ctx.out
+    if (out / f"phase_{j}.json").is_file():
+        return np.load(out / f"phase_{j}.npz")["indices"]
+    result = curriculum_phase(ctx, j, current, k, teacher, teacher_pred, scores)
+    record, seconds = result.record, result.record["seconds"]
+    save_arrays(out / f"phase_{j}.npz", indices=result.indices, filled=result.filled, difficulty=result.difficulty)
     write_json(out / f"phase_{j}.json", record)
-    ctx.log(f"phase {j}: set {len(current)} → +{len(chosen.indices)} (filled {record['filled']}), "
-            f"filter test acc {record.get('filter_test_acc', float('nan')):.3f}, "
-            f"train {seconds['train']:.1f}s, inference {seconds['inference']:.1f}s, "
-            f"selection {1000 * seconds['selection']:.1f}ms")
-    return chosen.indices
+    test_acc = f", filter test accuracy {100 * record['filter_test_acc']:.2f} %" if "filter_test_acc" in record else ""
+    ctx.log(f"phase {j}: set {len(current)} → +{len(result.indices)} (filled {record['filled']}){test_acc}; "
+            f"train {seconds['train']:.1f} s, inference {seconds['inference']:.1f} s "
+            f"({record.get('inferred', 0)} images), selection {1000 * seconds['selection']:.1f} ms")
+    return result.indices
 
 
 def _predict_rows(ctx: Context, model, rows: np.ndarray) -> np.ndarray:
@@ -310,12 +371,13 @@ def _predict_rows(ctx: Context, model, rows: np.ndarray) -> np.ndarray:
     return np.array([by_id[i] for i in rows.tolist()], np.int64)
 
 
-def stage_curriculum(ctx: Context, start: SyntheticSet, teacher, teacher_pred, scores) -> SyntheticSet:
+def stage_curriculum(ctx: Context, start: SyntheticSet, teacher, teacher_pred, scores, run_dir: RunDir) -> SyntheticSet:
     cfg = ctx.cfg
     _, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)
     current = start
     for j, k in enumerate(budgets, 1):
-        picked = stage_phase(ctx, j, current, k, teacher, teacher_pred, scores)
+        with run_dir.timed(f"phase_{j}"):
+            picked = stage_phase(ctx, j, current, k, teacher, teacher_pred, scores)
         current = SyntheticSet(current.distilled_images, current.distilled_labels,
                                np.concatenate([current.real_indices, picked]))
     write_json(ctx.out / "phases.json",
@@ -327,7 +389,7 @@ def stage_baseline(ctx: Context, scores) -> SyntheticSet:
     """The real-image baselines: IPC per class at random, hardest first, in SelMatch's window, or all."""
     cfg, labels = ctx.cfg, ctx.train.labels
     if cfg.method == "random":
-        real = selection.random_per_class(labels, cfg.ipc, ctx.seed(1), ctx.num_classes)
+        real = selection.random_per_class(labels, cfg.ipc, ctx.seed("init"), ctx.num_classes)
     elif cfg.method == "full":
         real = np.arange(len(labels), dtype=np.int64)
     else:
@@ -339,7 +401,7 @@ def stage_baseline(ctx: Context, scores) -> SyntheticSet:
     return SyntheticSet(np.zeros((0, *shape), np.uint8), np.zeros(0, np.int64), real)
 
 
-def stage_eval(ctx: Context, final: SyntheticSet, teacher) -> dict:
+def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> dict:
     """Train each evaluation model from scratch on the final set with KD, num_eval seeds each."""
     cfg, out = ctx.cfg, ctx.out
     epochs = cfg.eval_epochs or cfg.epochs
@@ -349,8 +411,11 @@ def stage_eval(ctx: Context, final: SyntheticSet, teacher) -> dict:
         for r in range(cfg.num_eval):
             path = out / "eval" / f"{name}_{r}.json"
             if not path.is_file():
-                _, history = _train_on(ctx, final, name, ctx.seed(100 + r), teacher, epochs, evaluate=True,
-                                       desc=f"eval {name} {r + 1}/{cfg.num_eval}")
+                ctx.log(f"evaluation: {name} {r + 1}/{cfg.num_eval} on {len(final)} images for {epochs} epochs"
+                        f"{ctx.work.left() if ctx.work else ''}")
+                with run_dir.timed(f"eval_{name}_{r}"):
+                    _, history = _train_on(ctx, final, name, ctx.seed("eval", r), teacher, epochs, evaluate=True,
+                                           desc=f"eval {name} {r + 1}/{cfg.num_eval}")
                 accs = history["test_acc"]
                 write_json(path, {"final_epoch_acc": accs[max(accs)], "max_last_20pct_acc": max(accs.values()),
                                   "test_acc_by_epoch": {str(e): a for e, a in accs.items()},
@@ -376,29 +441,79 @@ def _mean_std(values):
 # -------------------------------------------------------------------------------------------- run
 
 
+def plan_work(ctx: Context) -> WorkPlan:
+    """The training images still to process: the teacher (when trained here), each unfinished phase's
+    filter and each unfinished evaluation run."""
+    cfg, out, n, c = ctx.cfg, ctx.out, len(ctx.train), ctx.num_classes
+    work = WorkPlan()
+    if not cfg.teacher and not (out / "teacher.pt").is_file():
+        work.add(cfg.teacher_epochs * n)
+    if cfg.method == "ccfs":
+        per_class, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)
+        for j in range(1, len(budgets) + 1):
+            size = c * (per_class + sum(budgets[:j - 1]))
+            if size and not (out / f"phase_{j}.json").is_file():
+                work.add(cfg.epochs * size)
+    final = n if cfg.method == "full" else c * cfg.ipc
+    for name in cfg.eval_models:
+        for r in range(cfg.num_eval):
+            if not (out / "eval" / f"{name}_{r}.json").is_file():
+                work.add((cfg.eval_epochs or cfg.epochs) * final)
+    return work
+
+
 def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> dict:
+    """Every stage of CCFS (or a baseline) into the run directory OUT; resumes a run started there.
+
+    Everything that can be checked without computing is checked before the directory is made, and a run
+    that fails before finishing its first stage leaves no directory behind."""
     check_config(cfg)
-    out = Path(out)
-    prepare_run_dir(cfg, out)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    run_dir = RunDir(out, cfg)
+    run_dir.check()
+    device = resolve_device(device)
     stores = convert(cfg.dataset, cfg.root, cfg.cache, progress=progress)
     if cfg.loader in ("ffcv", "dali"):
         from fastccfs.formats import convert_store
 
         for store in stores.values():
             convert_store(store, cfg.loader, progress=progress)
-    ctx = Context(cfg, out, stores["train"], stores["test"], device, progress)
-    teacher, teacher_pred = stage_teacher(ctx)
-    scores = stage_scores(ctx)
+    run_dir.create()
+    try:
+        with RunLog(run_dir.path / "run.log", quiet=not progress) as logger:
+            try:
+                summary = _run_stages(cfg, run_dir, stores, device, progress, logger)
+            except Exception as e:
+                logger.log(f"fastccfs: error: {e}")
+                raise
+    except BaseException:
+        run_dir.abandon()
+        raise
+    return summary
+
+
+def _run_stages(cfg: RunConfig, run_dir: RunDir, stores: dict, device, progress: bool, logger: RunLog) -> dict:
+    from fastccfs import kernels
+
+    out = run_dir.path
+    ctx = Context(cfg, out, stores["train"], stores["test"], device, progress, logger)
+    ctx.work = plan_work(ctx)
+    ctx.log(f"fastccfs run {cfg.dataset}, IPC {cfg.ipc}, {cfg.method} → {out} ({device})")
+    run_dir.timings["compile_kernels"] = round(kernels.warm_up(), 3)  # numba: compiled once, then cached on disk
+    with run_dir.timed("teacher"):
+        teacher, teacher_pred = stage_teacher(ctx)
+    with run_dir.timed("scores"):
+        scores = stage_scores(ctx)
     if cfg.method == "ccfs":
-        final = stage_curriculum(ctx, stage_start(ctx, scores, teacher), teacher, teacher_pred, scores)
+        with run_dir.timed("start"):
+            start = stage_start(ctx, scores, teacher)
+        final = stage_curriculum(ctx, start, teacher, teacher_pred, scores, run_dir)
     else:
         final = stage_baseline(ctx, scores)
     write_json(out / "selected_indices.json",
                {"ipc": cfg.ipc, "alpha": cfg.alpha, "idx_selected": final.real_indices.tolist()})
     final.save(out / "synthetic_set.npz", ctx.train)
-    summary = stage_eval(ctx, final, teacher) if cfg.num_eval else {"set_size": len(final), "ipc": cfg.ipc,
-                                                                     "models": {}}
+    summary = stage_eval(ctx, final, teacher, run_dir) if cfg.num_eval else {"set_size": len(final), "ipc": cfg.ipc,
+                                                                             "models": {}}
     from fastccfs.report import build_report
 
     build_report(out, store=ctx.train)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fastccfs.atomic import write_text
+from fastccfs.atomic import write_bytes, write_text
 
 GRID_CLASSES = 10  # image grids show at most this many classes (the first ones)
 GRID_PER_CLASS = 8
@@ -42,6 +42,35 @@ def _read_json(path: Path):
 
 def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
+
+
+def _readable(value) -> str:
+    """A setting as a person writes it: lists comma-separated, None as "none", booleans as yes/no."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def figure_timings(stages: dict) -> bytes:
+    """Wall-clock per stage, one horizontal bar each, in the order they ran."""
+    import matplotlib.pyplot as plt
+
+    names = list(stages)
+    fig, ax = plt.subplots(figsize=(5.5, 0.32 * len(names) + 1.0))
+    ax.barh(range(len(names)), [stages[n] for n in names], color="#4a7fb5")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="seconds", title="Wall-clock per stage")
+    ax.grid(alpha=0.3, axis="x")
+    return _png(fig)
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -125,7 +154,7 @@ def _store_for(cfg: dict, cache):
         return None
 
 
-def build_report(run_dir: str | os.PathLike, others=(), store=None, cache=None) -> Path:
+def build_report(run_dir: str | os.PathLike, store=None, cache=None) -> Path:
     """Write RUN_DIR/report.html and its PNG figures; returns the page's path."""
     run_dir = Path(run_dir)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
@@ -145,7 +174,14 @@ def build_report(run_dir: str | os.PathLike, others=(), store=None, cache=None) 
     title = f"CCFS run — {cfg['dataset']}, IPC {cfg['ipc']}, {cfg['method']}"
     sections.append(f"<h1>{html.escape(title)}</h1><p>{html.escape(str(run_dir.resolve()))}</p>")
 
-    sections.append("<h2>Settings</h2>" + _table(["setting", "value"], [[k, v] for k, v in cfg.items()]))
+    sections.append("<h2>Settings</h2>" + _table(["setting", "value"], [[k, _readable(v)] for k, v in cfg.items()]))
+    timings = _read_json(run_dir / "timings.json")
+    if timings and timings.get("stages"):
+        stages = timings["stages"]
+        sections.append(f"<h2>Wall-clock</h2><p>Total {_duration(sum(stages.values()))} over the stages below "
+                        "(a resumed run keeps the times of the stages it did not redo).</p>"
+                        + _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in stages.items()]))
+        figures["fig_timings.png"] = ("Wall-clock per stage", figure_timings(stages))
     if teacher:
         sections.append("<h2>Teacher</h2>" + _table(
             ["train accuracy (%)", "test accuracy (%)", "checkpoint"],
@@ -216,38 +252,62 @@ def build_report(run_dir: str | os.PathLike, others=(), store=None, cache=None) 
     else:
         missing.append("eval.json: the evaluation has not finished (or --num-eval 0)")
 
-    if others:
-        rows = []
-        for d in [run_dir, *map(Path, others)]:
-            c = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
-            e = _read_json(d / "eval.json") or {"models": {}}
-            for name, r in e["models"].items() or [("–", None)]:
-                rows.append([d.name, c.get("dataset"), c.get("ipc"), c.get("method"), c.get("coarse"), c.get("fine"),
-                             c.get("score"), c.get("alpha"), c.get("phases"), name,
-                             f"{_pct(r['final_epoch_acc']['mean'])} ± {_pct(r['final_epoch_acc']['std'])}" if r else "–",
-                             f"{_pct(r['max_last_20pct_acc']['mean'])} ± {_pct(r['max_last_20pct_acc']['std'])}" if r else "–"])
-        sections.append("<h2>Comparison</h2>" + _table(
-            ["run", "dataset", "IPC", "method", "coarse", "fine", "score", "α", "J", "model", "final-epoch acc (%)",
-             "max last 20 % acc (%)"], rows))
-
     for name, (caption, png) in figures.items():
-        (run_dir / name).write_bytes(png)
+        write_bytes(run_dir / name, png)
         sections.append(f"<figure>{_img_tag(png, caption)}<figcaption>{html.escape(caption)} "
                         f"({name})</figcaption></figure>")
     if missing:
         sections.append("<h2>Missing</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
+    data = {"config": cfg, "teacher": teacher, "phases": phases, "eval": evaluation, "timings": timings,
+            "missing": missing}
+    path = run_dir / "report.html"
+    write_text(path, _page(title, sections, data))
+    return path
 
-    data = {"config": cfg, "teacher": teacher, "phases": phases, "eval": evaluation, "missing": missing}
+
+def _page(title: str, sections: list[str], data: dict) -> str:
     # "</" would end the script element early; "<\\/" is the same JSON string.
     embedded = json.dumps(data).replace("</", "<\\/")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
             "th{background:#f3f3f3}figure{display:inline-block;margin:1em}img{max-width:100%}"
             "</style></head><body>" + "\n".join(sections) +
             f"<script type='application/json' id='report-data'>{embedded}</script>"
             "</body></html>")
-    path = run_dir / "report.html"
-    write_text(path, page)
-    return path
 
+
+# Columns of the comparison: what distinguishes runs of this field at a glance.
+COMPARED = ("dataset", "ipc", "alpha", "method", "coarse", "fine", "score", "phases", "epochs", "eval_epochs",
+            "model", "eval_models", "num_eval", "seed")
+
+
+def build_comparison(run_dirs) -> Path:
+    """RUN_DIRS[0]/comparison.html: one row per run and evaluation model, its settings and accuracies.
+    Each run's own report.html is left as it is."""
+    from fastccfs.errors import UserError
+
+    dirs = [Path(d) for d in run_dirs]
+    rows, data = [], []
+    for d in dirs:
+        if not (d / "config.yaml").is_file():
+            raise UserError(f"{d} is not a fastccfs run directory (no config.yaml)")
+        c = yaml.safe_load((d / "config.yaml").read_text())
+        e = _read_json(d / "eval.json") or {"models": {}}
+        t = (_read_json(d / "timings.json") or {}).get("stages", {})
+        data.append({"run": str(d), "config": c, "eval": e, "timings": t})
+        settings = [_readable(c.get(k)) for k in COMPARED]
+        for name, r in list(e["models"].items()) or [("–", None)]:
+            rows.append([d.name, *settings, name,
+                         f"{_pct(r['final_epoch_acc']['mean'])} ± {_pct(r['final_epoch_acc']['std'])}" if r else "–",
+                         f"{_pct(r['max_last_20pct_acc']['mean'])} ± {_pct(r['max_last_20pct_acc']['std'])}" if r else "–",
+                         r["runs"] if r else 0, _duration(sum(t.values())) if t else "–"])
+    header = ["run", "dataset", "IPC", "α", "method", "coarse", "fine", "score", "J", "epochs", "eval epochs",
+              "filter", "eval models", "num eval", "seed", "model", "final-epoch acc (%)", "max last 20 % acc (%)",
+              "runs", "wall-clock"]
+    title = "CCFS runs compared"
+    sections = [f"<h1>{title}</h1>", "<p>Test accuracy (%), mean ± std over each run's evaluation runs.</p>",
+                _table(header, rows)]
+    path = dirs[0] / "comparison.html"
+    write_text(path, _page(title, sections, {"runs": data}))
+    return path

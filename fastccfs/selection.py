@@ -123,7 +123,7 @@ def coarse_to_fine(pred, labels, scores, selected, k_per_class, teacher_pred=Non
         raise UserError("k_per_class must be ≥ 0")
     key = fine_keys(scores, fine, seed)
     try:
-        from kernels import topk as kernels_topk
+        from fastccfs.kernels import topk as kernels_topk
     except ImportError:  # no numba (e.g. a bare GPU image): the numpy reference gives the same picks
         kernel = False
     if kernel:

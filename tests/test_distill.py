@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import run
-from fastccfs import distill as distill_module
-from fastccfs.distill import DistillConfig, distill, min_crop_scale, recover
+from fastccfs import cda as distill_module
+from fastccfs.cda import DistillConfig, distill, min_crop_scale, recover
 from fastccfs.distilled import read_distilled
 from fastccfs.errors import UserError
 from fastccfs.loaders import make_loader

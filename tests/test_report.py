@@ -9,7 +9,6 @@ import numpy as np
 from PIL import Image
 
 from fastccfs.cli import main
-from fastccfs.report import build_report
 
 
 def embedded(page: str) -> dict:
@@ -27,8 +26,8 @@ def test_run_writes_a_full_report(own_run):
         assert f"<h2>{heading}</h2>" in page
     assert "Missing" not in page
     figures = images(page)
-    # filter accuracy, difficulty, three phase grids (no distilled part: --init random)
-    assert len(figures) == 5 and all(im.size[0] > 100 and im.size[1] > 100 for im in figures)
+    # wall-clock, filter accuracy, difficulty, three phase grids (no distilled part: --init random)
+    assert len(figures) == 6 and all(im.size[0] > 100 and im.size[1] > 100 for im in figures)
     for name in ("fig_filter_accuracy.png", "fig_difficulty.png", "fig_phase_1_samples.png"):
         assert Image.open(own_run / name).size[0] > 100
     assert "started from 40 real images (init random)" in page
@@ -57,14 +56,27 @@ def test_a_run_missing_stages_gets_a_report_of_what_exists(own_run, tmp_path, ca
     data = embedded(page)
     assert [p["phase"] for p in data["phases"]] == [1, 2]
     assert "<h2>Missing</h2>" in page and "eval.json: the evaluation has not finished" in page
-    assert len(images(page)) == 4  # accuracy, difficulty, two phase grids
+    assert len(images(page)) == 5  # wall-clock, accuracy, difficulty, two phase grids
 
 
-def test_report_compares_several_runs(own_run, tmp_path, cache):
+def test_report_compares_several_runs_without_touching_their_pages(own_run, tmp_path, cache):
     other = tmp_path / "other"
     shutil.copytree(own_run, other)
-    build_report(own_run, others=[other], cache=cache)
+    before = (own_run / "report.html").read_bytes()
+    assert main(["report", str(own_run), str(other)]) == 0
+    assert (own_run / "report.html").read_bytes() == before  # each run's own page is left as it is
+    page = (own_run / "comparison.html").read_text()
+    assert page.count("<td>convnet_bn</td>") >= 2
+    for column in ("IPC", "α", "epochs", "eval models"):
+        assert f"<th>{column}</th>" in page
+    runs = embedded(page)["runs"]
+    assert [r["config"]["ipc"] for r in runs] == [20, 20] and runs[1]["run"] == str(other)
+
+
+def test_report_shows_settings_readably_and_the_wall_clock(own_run):
     page = (own_run / "report.html").read_text()
-    assert "<h2>Comparison</h2>" in page and page.count("<td>convnet_bn</td>") >= 3
-    build_report(own_run, cache=cache)  # leave the fixture's report as it was
-    assert np.isfinite(embedded((own_run / "report.html").read_text())["phases"][0]["filter_test_acc"])
+    assert "<td>eval_models</td><td>convnet_bn</td>" in page and "['convnet_bn']" not in page
+    assert "<td>teacher</td><td>none</td>" in page and "None" not in page.split("report-data")[0]
+    assert "<h2>Wall-clock</h2>" in page and "<td>phase_1</td>" in page
+    stages = embedded(page)["timings"]["stages"]
+    assert {"teacher", "phase_1", "phase_2", "phase_3", "eval_convnet_bn_0"} <= set(stages)

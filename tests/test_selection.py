@@ -7,7 +7,7 @@ import pytest
 from fastccfs.errors import UserError
 from fastccfs.selection import (coarse_to_fine, fine_keys, hardest_per_class, phase_budgets, predict_until_picked,
                                 random_per_class, topk_numpy, window_per_class)
-from kernels.topk import topk_per_class
+from fastccfs.kernels.topk import topk_per_class
 
 #                 0  1  2  3  4  5  6  7  8  9
 LABELS = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
@@ -220,7 +220,7 @@ def test_baselines():
 @pytest.mark.parametrize("teacher", [True, False])
 def test_tier_kernel_equals_numpy_tiers(coarse, teacher):
     from fastccfs.selection import COARSE, tiers
-    from kernels.topk import tiers as tiers_kernel
+    from fastccfs.kernels.topk import tiers as tiers_kernel
 
     rng = np.random.default_rng(7)
     labels, pred, teach = (rng.integers(0, 5, 4000) for _ in range(3))

@@ -33,8 +33,13 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine():
 
 
 def test_batch_size_follows_the_set_size():
-    assert batch_size_for(4999, 10) == 32 and batch_size_for(5000, 10) == 64
-    assert batch_size_for(9999, 10) == 64 and batch_size_for(10000, 10) == 128
+    # The reference's rule by share of the train split, at each boundary, per dataset: CIFAR-10 (50,000;
+    # 500·C and 1000·C images), CIFAR-100 (50,000; 50·C and 100·C), a user dataset of 1,234 images.
+    for train, low, high in ((50_000, 5_000, 10_000), (50_000, 5_000, 10_000), (1_234, 124, 247)):
+        assert batch_size_for(low - 1, train) == 32 and batch_size_for(low, train) == 64
+        assert batch_size_for(high - 1, train) == 64 and batch_size_for(high, train) == 128
+    # CIFAR-100 IPC 50 with α 0.1: 500 distilled + phases → 5,000 real images at the end: 64, not 32.
+    assert batch_size_for(100 * 50, 50_000) == 64
 
 
 @pytest.mark.parametrize("name,size", [("resnet18", 32), ("resnet18", 64), ("convnet", 32), ("convnet_bn", 64),

@@ -1,12 +1,12 @@
-"""One loader protocol over every backend: iterate → (x, y, idx).
+"""One loader protocol over every backend: iterate → (x, y, idx), or (x, y) with with_indices=False.
 
 x: normalised float32/bf16 NCHW channels_last on the target device; y: int64 labels; idx: int64 ids —
 the store index of a real image, and -1 - j for the j-th extra (distilled) image of a synthetic set.
 
     from fastccfs.loaders import make_loader
-    train = make_loader("cifar10", backend="tensor", batch_size=256, device="cuda")
+    train = make_loader("cifar10", backend="tensor", batch_size=256, device="cuda", with_indices=False)
     for epoch in range(epochs):
-        for x, y, idx in train: ...
+        for x, y in train: ...
 """
 from __future__ import annotations
 
@@ -42,12 +42,14 @@ def synthetic_arrays(store: Store, indices=None, extra_images=None, extra_labels
         images, labels, ids = store.images, store.labels, np.arange(len(store), dtype=np.int64)
     else:
         ids = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if not len(ids) and extra_images is None:
+            raise UserError("indices=[] selects no image: pass store indices, or indices=None for the whole split")
         if len(ids) and (ids.min() < 0 or ids.max() >= len(store)):
             raise UserError(f"indices must lie in [0, {len(store)}) for {store.path}; got {ids.min()}..{ids.max()}")
         images, labels = store.images[ids], store.labels[ids]
     if extra_images is None:
         return images, labels, ids
-    extra = _as_nhwc_uint8(np.asarray(torch.as_tensor(extra_images).cpu()), "extra images")
+    extra = _as_nhwc_uint8(np.asarray(torch.as_tensor(extra_images).detach().cpu()), "extra_images")
     extra_labels = np.asarray(torch.as_tensor(extra_labels).cpu(), dtype=np.int64).reshape(-1)
     if extra.shape[1:] != store.images.shape[1:]:
         raise UserError(f"extra images are {extra.shape[1:3]} but {store.path} holds {store.images.shape[1:3]} images")
@@ -60,8 +62,8 @@ def synthetic_arrays(store: Store, indices=None, extra_images=None, extra_labels
 
 
 def make_loader(source: str | os.PathLike | Store, split: str = "train", backend: str = "tensor",
-                batch_size: int = 256, augment: bool = True, device=None, indices=None, seed: int = 0,
-                extra_images=None, extra_labels=None, cache=None, **options):
+                batch_size: int = 256, augment: bool = True, device=None, indices=None, seed: int | None = None,
+                extra_images=None, extra_labels=None, cache=None, with_indices: bool = True, **options):
     """A loader over a store (a Store, its folder, or a converted dataset's name in the cache).
 
     backend: tensor (the split resident on the device), torch (torchvision + DataLoader), ffcv (the
@@ -69,11 +71,41 @@ def make_loader(source: str | os.PathLike | Store, split: str = "train", backend
     --to ffcv|dali` first, and serve store images only (indices, no extra images).
     indices / extra_images / extra_labels make it serve a synthetic set (see synthetic_arrays).
     augment=False gives the evaluation mode: no augmentation, the stored order, every sample once.
+    seed fixes every epoch's order and crops (set_epoch(e) replays epoch e); None draws one from torch's
+    global generator, so torch.manual_seed controls it as it does a DataLoader's shuffling.
+    with_indices=False yields (x, y) instead of (x, y, idx), for loops written for a DataLoader.
     options go to the backend: shuffle, drop_last, dtype, rank, world_size, scale, ratio, flip; for the
     torch backend num_workers, persistent_workers; ffcv num_workers; dali num_threads.
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown loader backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if seed is None:  # an evaluation loader has no randomness: leave the global generator untouched
+        random = augment or options.get("shuffle")
+        seed = int(torch.randint(0, 2**31 - 1, (), dtype=torch.int64)) if random else 0
+    loader = _make(source, split, backend, batch_size, augment, device, indices, seed, extra_images, extra_labels,
+                   cache, **options)
+    return loader if with_indices else WithoutIndices(loader)
+
+
+class WithoutIndices:
+    """A loader that yields (x, y): the (x, y, idx) loader underneath, idx dropped."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        for x, y, _ in self.loader:
+            yield x, y
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name):  # set_epoch, batch_size, … of the loader underneath
+        return getattr(self.loader, name)
+
+
+def _make(source, split, backend, batch_size, augment, device, indices, seed, extra_images, extra_labels, cache,
+          **options):
     store = source if isinstance(source, Store) else find_store(source, split, cache)
     device = device or default_device()
     if backend in ("ffcv", "dali"):

@@ -1,0 +1,117 @@
+"""The Python API (re-exported by the package root): what `fastccfs run` and `fastccfs distill` do, as
+functions, and the result of a run as an object. The CLI is a thin shell over these."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fastccfs.errors import UserError
+
+
+@dataclass
+class RunResult:
+    """A finished (or resumed-to-the-end) run, read back from its directory."""
+
+    out: Path  # the run directory
+    config: dict  # the resolved settings that define the run (config.yaml)
+    selected: np.ndarray  # store indices of the chosen real images, in the order they were chosen
+    phases: list[dict]  # one record per curriculum phase (phases.json); [] for the baselines
+    evaluation: dict  # eval.json: per model, final-epoch and max-last-20 % accuracy, mean ± std
+    timings: dict  # wall-clock seconds per stage (timings.json)
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
+
+    @property
+    def synthetic_set(self) -> Path:
+        """distilled images + real indices (fastccfs.synthetic.SyntheticSet.load reads it)."""
+        return self.out / "synthetic_set.npz"
+
+    @classmethod
+    def load(cls, out: str | os.PathLike) -> "RunResult":
+        import yaml
+
+        out = Path(out)
+        if not (out / "selected_indices.json").is_file():
+            raise UserError(f"{out} holds no finished selection (selected_indices.json is missing)")
+
+        def read(name, default):
+            return json.loads((out / name).read_text()) if (out / name).is_file() else default
+
+        return cls(out, yaml.safe_load((out / "config.yaml").read_text()),
+                   np.asarray(read("selected_indices.json", {})["idx_selected"], np.int64),
+                   read("phases.json", []), read("eval.json", {"models": {}}),
+                   read("timings.json", {}).get("stages", {}))
+
+
+def run(dataset: str, ipc: int | None = None, out: str | os.PathLike | None = None, *, config: str | None = None,
+        device: str | None = None, progress: bool = True, **settings) -> RunResult:
+    """CCFS end to end, exactly as `fastccfs run DATASET --ipc IPC --out OUT ...`.
+
+    settings: any RunConfig field (fastccfs run --help lists them), e.g. epochs=20, alpha=0.1,
+    eval_models=["resnet18"]; they override configs/run.yaml, the dataset's presets and `config`.
+    out: the run directory (default runs/<dataset>-ipc<N>-<time>); a run there with the same settings
+    is resumed, one with other settings refused.
+    """
+    from fastccfs.config import resolve_run_config
+    from fastccfs.pipeline import run as run_pipeline
+
+    cfg = resolve_run_config(dataset, ipc, config, settings, quiet=not progress)
+    out = Path(out) if out is not None else Path("runs") / f"{cfg.dataset}-ipc{cfg.ipc}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_pipeline(cfg, out, device=device, progress=progress)
+    return RunResult.load(out)
+
+
+def distill(dataset: str, ipc: int, out: str | os.PathLike | None = None, *, teacher: str | None = None,
+            teacher_model: str = "resnet18", root: str = ".", cache: str | None = None, device: str | None = None,
+            progress: bool = True, **options) -> Path:
+    """Recover IPC images per class with the built-in CDA (as `fastccfs distill`); returns the folder.
+
+    teacher: a checkpoint; without one, a teacher is trained with the run recipe for the dataset and
+    kept as OUT/teacher.pt (a later call reuses it). options: iterations, lr, r_bn, batch_size, jitter,
+    image_format, amp, seed (defaults: configs/distill.yaml).
+    """
+    from fastccfs.atomic import atomic_path
+    from fastccfs.config import resolve_run_config
+    from fastccfs.cda import DistillConfig, dataset_defaults
+    from fastccfs.cda import distill as recover_all
+    from fastccfs.models import create_model, load_checkpoint
+    from fastccfs.pipeline import Context, resolve_device, train_teacher
+    from fastccfs.store import convert
+
+    cfg = dataset_defaults(dataset)
+    unknown = sorted(set(options) - set(DistillConfig.__dataclass_fields__))
+    if unknown:
+        raise UserError(f"unknown distillation option(s) {', '.join(unknown)}; known: "
+                        f"{', '.join(DistillConfig.__dataclass_fields__)}")
+    for name, value in options.items():
+        if value is not None:
+            setattr(cfg, name, value)
+    if ipc < 1:
+        raise UserError(f"need IPC ≥ 1, got {ipc}")
+    device = resolve_device(device)
+    stores = convert(dataset, root, cache, progress=progress)
+    train = stores["train"]
+    out = Path(out or f"distilled/{train.meta['dataset']}-ipc{ipc}")
+    net = create_model(teacher_model, train.num_classes, train.image_size[0])
+    if teacher:
+        load_checkpoint(net, teacher)
+    elif (out / "teacher.pt").is_file():
+        load_checkpoint(net, out / "teacher.pt")
+    else:  # the teacher `fastccfs run` would train for this dataset, kept beside the images
+        import torch
+
+        run_cfg = resolve_run_config(dataset, ipc, None, {"teacher_model": teacher_model, "seed": cfg.seed,
+                                                          "root": root, "cache": cache}, quiet=True)
+        net, _, _ = train_teacher(Context(run_cfg, out, train, stores["test"], device, progress))
+        with atomic_path(out / "teacher.pt") as tmp:
+            torch.save({"model": net.state_dict()}, tmp)
+    net.to(device).eval()
+    return recover_all(net, train.classes, ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
+                       progress=progress)

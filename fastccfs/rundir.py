@@ -1,0 +1,141 @@
+"""The run directory's bookkeeping, apart from the science: its identity (config.yaml, checked on
+resume), its creation and clean-up, run.log (what the run printed, with timestamps) and timings.json
+(wall-clock per stage, kept across resumes)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from fastccfs.atomic import write_json, write_text
+from fastccfs.config import RunConfig
+from fastccfs.errors import UserError
+
+# Files a run directory holds before any stage has finished: removing them loses no work.
+_BOOKKEEPING = {"config.yaml", "run.log", "timings.json"}
+
+
+class RunDir:
+    def __init__(self, path, cfg: RunConfig):
+        self.path, self.cfg = Path(path), cfg
+        self.created = False
+        self.timings = {}
+
+    def check(self) -> None:
+        """Refuse a folder that is not this run's before anything is computed; writes nothing."""
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--out {path} is a file: pass a folder for the run")
+        config = path / "config.yaml"
+        if config.is_file():
+            try:
+                before = yaml.safe_load(config.read_text())
+            except yaml.YAMLError:
+                before = None
+            if not isinstance(before, dict):
+                raise UserError(f"{config} is not a run's settings (empty or damaged): pass another --out, or "
+                                f"delete that file to start this run there")
+            now = self.cfg.science()
+            changed = sorted(k for k in now if before.get(k) != now[k])
+            if changed:
+                raise UserError(f"{path} holds a run with other settings ({', '.join(changed)}): "
+                                "pass another --out, or the same settings to resume it")
+        elif path.is_dir() and any(path.iterdir()):
+            raise UserError(f"--out {path} is a folder that holds other files: pass a new or empty folder")
+
+    def create(self) -> None:
+        """Make the folder (if new) and write config.yaml; the run owns the folder from here."""
+        if not self.path.exists():
+            self.path.mkdir(parents=True)
+            self.created = True
+        if not (self.path / "config.yaml").is_file():
+            write_text(self.path / "config.yaml", yaml.safe_dump(self.cfg.science(), sort_keys=False))
+        timings = self.path / "timings.json"
+        self.timings = json.loads(timings.read_text()).get("stages", {}) if timings.is_file() else {}
+
+    def abandon(self) -> None:
+        """After a failure: remove the folder if this run made it and finished nothing in it."""
+        if self.created and self.path.is_dir() and {p.name for p in self.path.iterdir()} <= _BOOKKEEPING:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    @contextmanager
+    def timed(self, stage: str):
+        """Record the wall-clock of STAGE in timings.json (a resumed run keeps earlier stages' times)."""
+        start = time.perf_counter()
+        yield
+        self.timings[stage] = round(time.perf_counter() - start, 3)
+        self.save_timings()
+
+    def save_timings(self) -> None:
+        write_json(self.path / "timings.json", {"stages": self.timings,
+                                                "total_s": round(sum(self.timings.values()), 3)})
+
+
+class RunLog:
+    """Copies what the process prints into RUN/run.log: each line stamped with the time, progress bars'
+    carriage-return frames reduced to their last state. `quiet`: the terminal gets nothing from log()."""
+
+    def __init__(self, path: Path, quiet: bool):
+        self.file = open(path, "a", encoding="utf-8")
+        self.quiet = quiet
+        self.partial = {"out": "", "err": ""}
+        self.streams = {}
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            print(message, flush=True)  # reaches the file through the tee
+        else:
+            self._write("out", message + "\n")
+
+    def _write(self, name: str, text: str) -> None:
+        buf = self.partial[name] + text
+        *lines, self.partial[name] = buf.split("\n")
+        for line in lines:
+            line = _last_frame(line)
+            if line.strip():
+                self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        self.file.flush()
+
+    def __enter__(self):
+        for name in ("out", "err"):
+            stream = getattr(sys, f"std{name}")
+            self.streams[name] = stream
+            setattr(sys, f"std{name}", _Tee(stream, lambda text, n=name: self._write(n, text)))
+        return self
+
+    def __exit__(self, *exc):
+        for name, stream in self.streams.items():
+            setattr(sys, f"std{name}", stream)
+            if self.partial[name]:
+                self._write(name, "\n")
+        self.file.close()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _last_frame(line: str) -> str:
+    """A terminal line as it ends up on screen: the text after its last carriage return, no escapes."""
+    line = _ANSI.sub("", line).rstrip("\r")
+    return line.rsplit("\r", 1)[-1]
+
+
+class _Tee:
+    def __init__(self, stream, copy):
+        self.stream, self.copy = stream, copy
+
+    def write(self, text):
+        self.copy(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, … as the real stream
+        return getattr(self.stream, name)
