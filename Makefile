@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/fastccfs run demo --out runs/demo
 
 test: setup
-	$(BIN)/python -m pytest tests -q -rs
+	$(BIN)/python -m pytest tests -q -rs --durations=15
 
 # Loader throughput and conversion time (pytest-benchmark); the table goes to benchmarks/results.md.
 bench: setup

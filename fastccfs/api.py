@@ -60,8 +60,10 @@ def run(dataset: str, ipc: int | None = None, out: str | os.PathLike | None = No
     is resumed, one with other settings refused.
     """
     from fastccfs.config import resolve_run_config
+    from fastccfs.datasets import check_name
     from fastccfs.pipeline import run as run_pipeline
 
+    check_name(dataset)  # before the IPC and the settings, so a typo is named as such
     cfg = resolve_run_config(dataset, ipc, config, settings, quiet=not progress)
     out = Path(out) if out is not None else Path("runs") / f"{cfg.dataset}-ipc{cfg.ipc}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_pipeline(cfg, out, device=device, progress=progress)

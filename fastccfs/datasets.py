@@ -88,14 +88,23 @@ def locate(dataset: str, root: str | os.PathLike | None = None, download: bool =
         return Source("demo", "imagefolder", DEMO_ZIP, [DEMO_ZIP])
     if dataset in ("cifar10", "cifar100", "tiny-imagenet"):
         return _locate_builtin(dataset, Path(root if root is not None else "."), download)
+    check_name(dataset)
     path = Path(dataset)
     if path.suffix == ".npz":
-        if not path.is_file():
-            raise UserError(f"{path}: no such .npz file")
         return Source(path.stem, "npz", path, [path])
-    if path.is_dir() or (path.suffix == ".zip" and path.is_file()):
-        inputs = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        return Source(path.stem if path.is_file() else path.resolve().name, "imagefolder", path, inputs)
+    inputs = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return Source(path.stem if path.is_file() else path.resolve().name, "imagefolder", path, inputs)
+
+
+def check_name(dataset: str) -> None:
+    """A built-in name or the path of a dataset that exists; else one line saying what is accepted."""
+    if dataset in BUILTIN:
+        return
+    path = Path(dataset)
+    if path.suffix == ".npz" and not path.is_file():
+        raise UserError(f"{path}: no such .npz file")
+    if path.is_dir() or (path.suffix in (".zip", ".npz") and path.is_file()):
+        return
     raise UserError(
         f"unknown dataset {dataset!r}: use one of {', '.join(BUILTIN)}, or the path of an ImageFolder "
         "tree (ROOT/train/<class>/…), a zip of one, or an .npz with x_train, y_train, x_test, y_test"

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
 import zipfile
@@ -50,7 +51,12 @@ class Store:
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise UserError(f"{path} is not a fastccfs store (missing {', '.join(missing)}): run `fastccfs convert` first")
-        meta = json.loads(files[2].read_text())
+        try:
+            meta = json.loads(files[2].read_text())
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise UserError(f"{files[2]} is damaged: delete {path} and run `fastccfs convert` again")
         if meta.get("format_version") != FORMAT_VERSION:
             raise UserError(f"{path} was written by another fastccfs version: run `fastccfs convert` again")
         images = np.load(files[0], mmap_mode="r")
@@ -110,8 +116,16 @@ def convert(
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, Store]:
-    """Write (or find up to date) the train and test stores of DATASET; returns them by split."""
-    source = datasets.locate(dataset, root, download)
+    """Write (or find up to date) the train and test stores of DATASET; returns them by split.
+
+    A built-in dataset whose source is not under ROOT but which was converted before (into CACHE) is
+    served from that store, with a note saying so."""
+    try:
+        source = datasets.locate(dataset, root, download)
+    except UserError as e:
+        if dataset not in datasets.BUILTIN:
+            raise
+        return _converted_earlier(dataset, Path(cache or default_cache()), e)
     fingerprint = source.fingerprint({"size": size, "format": FORMAT_VERSION})
     out = Path(cache or default_cache()) / source.name
     if all(_up_to_date(out / split, fingerprint) for split in SPLITS):
@@ -161,6 +175,23 @@ def convert(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {split: Store.open(out / split) for split in SPLITS}
+
+
+_NOTED = set()  # stores whose "served from the cache" note was printed (once per process)
+
+
+def _converted_earlier(dataset: str, cache: Path, missing: UserError) -> dict[str, "Store"]:
+    folder = cache / dataset
+    try:
+        stores = {split: Store.open(folder / split) for split in SPLITS}
+    except UserError:
+        raise UserError(f"{missing}; nor is there a converted store of it in {folder} "
+                        f"(`fastccfs convert {dataset} --root DIR` writes one)") from None
+    if folder not in _NOTED:
+        _NOTED.add(folder)
+        print(f"fastccfs: note: {dataset}'s source is not under the given --root; using the store converted earlier "
+              f"in {folder} (from {stores['train'].meta['source']})", file=sys.stderr)
+    return stores
 
 
 def _up_to_date(path: Path, fingerprint: str) -> bool:

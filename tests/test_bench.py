@@ -1,15 +1,27 @@
 """The benchmark entry points run and report what they promise (speeds are not asserted here)."""
 import json
+import os
 import subprocess
 import sys
 
 from conftest import REPO
 
 
-def test_gpu_script_smoke_writes_its_json(tmp_path):
+def poisoned_path(tmp_path) -> str:
+    """A PATH whose `python` and `python3` fail, as on a fresh machine whose PATH Python has no torch."""
+    bin_dir = tmp_path / "fresh-machine-bin"
+    bin_dir.mkdir()
+    for name in ("python", "python3"):
+        (bin_dir / name).write_text("#!/bin/sh\necho 'the PATH python was used (it has no torch)' >&2\nexit 97\n")
+        (bin_dir / name).chmod(0o755)
+    return f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_gpu_script_smoke_writes_its_json_without_the_path_python(tmp_path):
     out = tmp_path / "gpu.json"
+    env = {**os.environ, "PATH": poisoned_path(tmp_path), "PYTHON": sys.executable}
     subprocess.run(["bash", "benchmarks/gpu.sh", "--smoke", "--out", str(out)], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL, timeout=600)
+                   stdout=subprocess.DEVNULL, timeout=600, env=env)
     result = json.loads(out.read_text())
     assert result["smoke"] and set(result["train"]) >= {"32px-batch4-eager", "64px-batch4-eager",
                                                          "64px-batch4-kd-eager"}

@@ -107,3 +107,18 @@ def test_run_distills_its_own_starting_set(own_run, cache, tmp_path):
     start = np.load(out / "start.npz")
     assert start["distilled_images"].shape == (40, 32, 32, 3) and len(start["real_indices"]) == 0
     assert len(list((out / "distilled").rglob("*.png"))) == 40
+
+
+def test_kd_example_trains_on_a_distilled_folder_through_the_loader(recovered, own_run, cache, demo_stores):
+    """examples/kd_relabel_with_fastccfs_loader.py: the SRe²L/CDA evaluation loop, loader swapped in."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "kd_relabel_with_fastccfs_loader.py"),
+                             str(recovered), "--dataset", "demo", "--cache", str(cache), "--teacher",
+                             str(own_run / "teacher.pt"), "--teacher-model", "convnet_bn", "--model", "convnet_bn",
+                             "--epochs", "3", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "20 distilled images, 3 epochs" in result.stdout and "test accuracy" in result.stdout

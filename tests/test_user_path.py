@@ -1,0 +1,182 @@
+"""A new user's path: the Python API as the README shows it, the loader contract, the CLI's help and
+errors, what a failed run leaves behind, run.log, and the cache fallback of convert."""
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fastccfs
+from conftest import FAST, REPO, SHARED_DATA, need, run
+from fastccfs.cli import build_parser, main
+from fastccfs.errors import UserError
+from fastccfs.loaders import make_loader
+
+
+def readme_block(heading: str) -> str:
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(f"## {heading}"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_python_api_runs_as_written(tmp_path, cache, monkeypatch, demo_stores):
+    need(SHARED_DATA / "reference-scores" / "forgetting_CIFAR10.npy")
+    code = readme_block("Python API").replace("../shared/data", str(SHARED_DATA))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FASTCCFS_CACHE", str(cache))
+    scope = {}
+    exec(compile(code, "README.md (Python API)", "exec"), scope)
+    result, again, picked, labels = scope["result"], scope["again"], scope["picked"], scope["labels"]
+    assert isinstance(result, fastccfs.RunResult) and result.out == Path("runs/demo-api")
+    assert len(result.selected) == 200 and np.bincount(labels[result.selected]).tolist() == [20] * 10
+    assert [p["phase"] for p in result.phases] == [1, 2, 3] and result.evaluation["models"]["convnet_bn"]["runs"] == 1
+    assert result.report.is_file() and result.synthetic_set.is_file() and "phase_1" in result.timings
+    np.testing.assert_array_equal(again.selected, result.selected)
+    assert np.bincount(labels[picked.indices], minlength=10).tolist() == [3] * 10
+    assert not set(picked.indices) & set(result.selected.tolist())
+    assert (Path(scope["folder"]) / "distilled.npz").is_file()
+    x, y = next(iter(scope["train"]))
+    assert x.shape == (128, 3, 32, 32) and y.dtype == torch.int64
+
+
+def test_the_api_names_are_the_functions_the_cli_uses():
+    from fastccfs import api, selection, store
+
+    assert fastccfs.select is selection.coarse_to_fine and fastccfs.convert is store.convert
+    assert fastccfs.run is api.run and fastccfs.distill is api.distill
+    import importlib
+
+    importlib.import_module("fastccfs.cda")  # the module that implements CDA does not shadow fastccfs.distill
+    assert fastccfs.distill is api.distill
+
+
+def test_kernels_install_inside_the_package():
+    import fastccfs.kernels
+
+    assert Path(fastccfs.kernels.__file__).parent == REPO / "kernels"
+    sources = "".join(p.read_text() for p in (REPO / "fastccfs").rglob("*.py"))
+    assert not re.search(r"^\s*(import kernels|from kernels)", sources, re.M)
+    assert fastccfs.kernels.warm_up() >= 0
+
+
+# ------------------------------------------------------------------------------------ the loader contract
+
+
+def test_loader_drops_into_a_dataloader_loop(demo_stores):
+    loader = make_loader(demo_stores["train"], batch_size=500, device="cpu", with_indices=False, seed=0)
+    seen = 0
+    for x, y in loader:  # the loop of a DataLoader, unchanged
+        assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+        seen += len(y)
+    assert seen == 3000 and len(loader) == 6
+    loader.set_epoch(0)  # the loader's own methods still reach through
+
+
+def test_loader_seed_comes_from_torch_global_generator(demo_stores):
+    def first_labels():
+        return next(iter(make_loader(demo_stores["train"], batch_size=64, device="cpu")))[1]
+
+    torch.manual_seed(5)
+    a = first_labels()
+    torch.manual_seed(5)
+    b = first_labels()
+    torch.manual_seed(6)
+    c = first_labels()
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_loader_float_images_are_kept_exact_or_refused_with_the_reason(demo_stores):
+    store = demo_stores["train"]
+    real = np.array(store.images[:4])
+    exact = torch.from_numpy(real).float() / 255  # images read from files: exact in uint8
+    x, _, idx = next(iter(make_loader(store, indices=[], extra_images=exact, extra_labels=store.labels[:4],
+                                      augment=False, device="cpu")))
+    reference, _, _ = next(iter(make_loader(store, indices=np.arange(4), augment=False, device="cpu")))
+    torch.testing.assert_close(x, reference)
+    assert idx.tolist() == [-1, -2, -3, -4]
+    with pytest.raises(UserError, match="would be rounded"):
+        make_loader(store, indices=[], extra_images=exact * 0.999, extra_labels=store.labels[:4], device="cpu")
+    with pytest.raises(UserError, match=r"range from -\d.*look normalised"):
+        make_loader(store, indices=[], extra_images=(exact - 0.5) / 0.25, extra_labels=store.labels[:4],
+                    device="cpu")
+    with pytest.raises(UserError, match="indices=\\[\\] selects no image"):
+        make_loader(store, indices=[], device="cpu")
+
+
+# ------------------------------------------------------------------------------------- the CLI as met
+
+
+def test_every_run_flag_says_what_it_does_its_choices_and_default():
+    parser = build_parser(["run", "cifar100", "--ipc", "50", "--help"])
+    run_parser = parser._subparsers._group_actions[0].choices["run"]
+    for action in run_parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and len(action.help) > 10, action.dest
+    helps = {a.dest: a.help for a in run_parser._actions}
+    assert "[cifar100 IPC 50: " in helps["lr"] and "{misclassified|classified|all}" in helps["coarse"]
+    assert "[cifar100 IPC 50: resnet18]" in helps["model"] and "[cifar100 IPC 50: none]" in helps["teacher"]
+
+
+def test_cli_errors_a_person_meets(capsys, tmp_path):
+    assert main(["run", "cifar-10", "--out", str(tmp_path / "a")]) == 2
+    assert "unknown dataset 'cifar-10'" in capsys.readouterr().err
+    assert main(["run", "cifar10", "--out", str(tmp_path / "b")]) == 2
+    assert "pass --ipc N (presets: 250, 500, 1000, 1500)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["run", "demo", "--ipcs", "10"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: fastccfs run" in err and "unrecognized arguments: --ipcs 10" in err
+    assert main(["run", "demo", "--device", "cuda:99", "--out", str(tmp_path / "c"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fastccfs: error: --device cuda:99") and "\n" not in err
+    for text, message in (("epochs: [1, 2\n", "not valid YAML (line 2)"), ("- 1\n- 2\n", "not a list"),
+                          ("lr: 1e-2\nepochs: ten\n", "epochs must be a whole number, got 'ten'"),
+                          ("lr: 1e-2\nphases: 2.5\n", "phases must be a whole number, got 2.5"),
+                          ("seed: null\n", "seed must be int, not empty"), ("alpha: [0.5]\n", "alpha must be float")):
+        (tmp_path / "cfg.yaml").write_text(text)
+        assert main(["run", "demo", "--out", str(tmp_path / "d"), "--config", str(tmp_path / "cfg.yaml")]) == 2
+        assert message in capsys.readouterr().err, text
+    from fastccfs.config import resolve_run_config
+
+    assert resolve_run_config("demo", None, None, {"lr": "1e-2"}).lr == 0.01  # PyYAML's string for 1e-2
+    assert not any((tmp_path / n).exists() for n in "abcd")  # nothing was created for a run that never started
+
+
+def test_a_run_that_fails_in_its_first_stage_leaves_no_directory(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(cache, out, "--teacher", tmp_path / "nope.pt") == 2
+    assert "no such checkpoint" in capsys.readouterr().err and not out.exists()
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's")
+    assert run(cache, out) == 2  # a folder with other files is not taken over
+    assert "holds other files" in capsys.readouterr().err and os.listdir(out) == ["mine.txt"]
+
+
+def test_quiet_runs_still_log_with_timestamps(own_run):
+    log = (own_run / "run.log").read_text()
+    assert "\r" not in log
+    lines = log.splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in lines)
+    assert any("phase 3: set 150 → +50" in line for line in lines)
+    assert any("teacher: convnet_bn, train accuracy" in line for line in lines)
+
+
+def test_run_times_kernel_compilation_apart_from_selection(own_run):
+    import json
+
+    stages = json.loads((own_run / "timings.json").read_text())["stages"]
+    assert "compile_kernels" in stages and stages["phase_1"] > 0
+
+
+def test_a_converted_dataset_is_found_without_its_source(cifar_stores, cache, tmp_path, capsys):
+    from fastccfs.store import convert
+
+    stores = convert("cifar10", tmp_path, cache, progress=False)  # no CIFAR-10 under tmp_path
+    assert stores["train"].path == cifar_stores["train"].path and len(stores["train"]) == 50_000
+    assert "using the store converted earlier" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"cifar100 not found under .*nor is there a converted store of it in"):
+        convert("cifar100", tmp_path, cache, progress=False)
