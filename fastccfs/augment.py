@@ -1,4 +1,9 @@
-"""Batch augmentation as plain tensor functions: RandomResizedCrop + horizontal flip + normalise.
+"""Batch augmentation as plain tensor functions: RandomResizedCrop + horizontal flip + normalise, and
+the teachers' RandomCrop with zero padding + horizontal flip + normalise.
+
+Modes (the loaders' `augment=`): "rrc" (True) — RandomResizedCrop(0.08–1, 3/4–4/3) + flip, what CCFS
+trains its filters and evaluation models with; "crop_pad" — RandomCrop(size, padding=4) + flip, what
+SRe²L's squeeze step trains the CIFAR teachers with; False — none.
 
 The random parameters follow torchvision's RandomResizedCrop.get_params exactly (ten tries of
 area ~ U(scale)·H·W and log-aspect ~ U(log ratio), integer box sizes and offsets, centre-crop fallback),
@@ -15,6 +20,21 @@ import torch
 
 SCALE = (0.08, 1.0)
 RATIO = (3 / 4, 4 / 3)
+MODES = ("rrc", "crop_pad")
+PAD = 4  # torchvision RandomCrop(32, padding=4) in SRe²L's squeeze_cifar.py
+
+
+def augment_mode(augment) -> str | None:
+    """The loaders' `augment` argument as a mode name: True → "rrc", False/None → None."""
+    if augment is True:
+        return "rrc"
+    if augment is False or augment is None:
+        return None
+    if augment in MODES:
+        return augment
+    from fastccfs.errors import UserError
+
+    raise UserError(f"unknown augmentation {augment!r}: use True/'rrc', 'crop_pad' or False")
 
 
 def sample_crop_boxes(n: int, height: int, width: int, generator: torch.Generator,
@@ -53,6 +73,33 @@ def sample_crop_boxes(n: int, height: int, width: int, generator: torch.Generato
 
 def sample_flips(n: int, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
     return torch.rand(n, generator=generator) < p
+
+
+def sample_pad_offsets(n: int, generator: torch.Generator, pad: int = PAD) -> torch.Tensor:
+    """(n, 2) int64 [top, left] of a crop of the input's size from the input padded by PAD on every side:
+    torchvision RandomCrop's uniform integer offsets in [0, 2·pad]."""
+    return torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+
+
+def pad_crop_flip_normalize(images: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                            mean, std, dtype=torch.float32, pad: int = PAD) -> torch.Tensor:
+    """images uint8 (N, H, W, 3) on any device → images[rows] zero-padded by PAD, cropped back to H×W at
+    `offsets`, flipped where `flips`, normalised: NCHW channels_last. Padding pixels are 0 before
+    normalisation, as torchvision pads the PIL image."""
+    device = images.device
+    _, height, width, _ = images.shape
+    offsets, flips = offsets.to(device), flips.to(device)
+    ys = offsets[:, :1] - pad + torch.arange(height, device=device)  # (B, H) source rows, maybe outside
+    xs = offsets[:, 1:] - pad + torch.arange(width, device=device)  # (B, W)
+    xs = torch.where(flips[:, None], xs.flip(1), xs)
+    inside = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]  # (B, H, W)
+    batch = images[rows.to(device)]
+    x = batch[torch.arange(len(batch), device=device)[:, None, None], ys.clamp(0, height - 1)[:, :, None],
+              xs.clamp(0, width - 1)[:, None, :]]  # (B, H, W, 3)
+    x = x.to(torch.float32) * inside[..., None]
+    scale, shift = (torch.as_tensor(v, device=device) for v in _affine(mean, std))
+    x = x * scale + shift  # NHWC
+    return x.permute(0, 3, 1, 2).to(dtype)
 
 
 def _affine(mean, std) -> tuple[np.ndarray, np.ndarray]:

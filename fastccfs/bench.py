@@ -69,7 +69,7 @@ def bench_curriculum(dataset: str, ipc: int, model: str = "convnet", epochs: int
     train = stores["train"]
     cfg = resolve_run_config(dataset, ipc, None, {"model": model, "teacher_model": model, "epochs": epochs,
                                                   "alpha": alpha, "seed": seed, "inference": inference})
-    per_class, budgets = selection.phase_budgets(ipc, alpha, cfg.phases)
+    per_class, budgets = selection.phase_budgets(ipc, alpha, cfg.phases, cfg.semantics)
     if not per_class:
         raise UserError("the benchmark trains a filter on the starting set: use α > 0")
     start = selection.random_per_class(train.labels, per_class, seed, train.num_classes)

@@ -62,12 +62,16 @@ class RunConfig:
     teacher_lr: float = setting(0.1, "learning rate of a teacher trained here")
     teacher_weight_decay: float = setting(5e-4, "weight decay of a teacher trained here")
     teacher_batch_size: int = setting(128, "batch size of a teacher trained here")
+    teacher_warmup_epochs: int = setting(0, "linear warm-up epochs of a teacher trained here")
+    teacher_augment: str = setting("crop_pad", "augmentation of a teacher trained here: RandomCrop with 4-pixel "
+                                   "padding + flip (SRe²L's CIFAR squeeze), or RandomResizedCrop + flip",
+                                   ("crop_pad", "rrc"))
     epochs: int = setting(500, "epochs of each phase's filter (and of evaluation unless --eval-epochs)")
     eval_epochs: int | None = setting(None, "epochs of each evaluation model; none: --epochs")
     eval_from: float = setting(0.8, "evaluation tracks test accuracy after epochs > F·epochs (1.0: last only)")
-    lr: float = setting(0.1, "learning rate of filters and evaluation models (SGD)")
+    lr: float = setting(0.2, "learning rate of filters and evaluation models (SGD)")
     momentum: float = setting(0.9, "SGD momentum")
-    weight_decay: float = setting(5e-4, "weight decay of filters and evaluation models")
+    weight_decay: float = setting(1e-4, "weight decay of filters and evaluation models")
     warmup_epochs: int = setting(5, "linear warm-up epochs (from 1 % of lr), then cosine")
     temperature: float = setting(20.0, "KD temperature T")
     batch_size: int | None = setting(None, "batch size of filters and evaluation; none: the reference's rule "
@@ -90,7 +94,8 @@ class RunConfig:
                                           "built-in CDA distillation (or --init)")
     init: str = setting("none", "real images in place of the distilled part (self-evolved selection)",
                         ("none", "random", "window"))
-    beta: float = setting(0.0, "SelMatch window start: the fraction of each class skipped, hardest first")
+    beta: float = setting(0.0, "window start: ⌊β·|class|⌋ samples of each class skipped, hardest first (the "
+                               "SelMatch paper's meaning; SelMatch's code skips int(β·IPC))")
     distill_iterations: int | None = setting(None, "built-in distillation iterations; none: configs/distill.yaml")
     distill_lr: float | None = setting(None, "built-in distillation learning rate; none: configs/distill.yaml")
     distill_r_bn: float | None = setting(None, "built-in distillation BN-statistics weight; none: "
@@ -99,6 +104,9 @@ class RunConfig:
     loader: str = setting("tensor", "loader backend", ("tensor", "torch", "ffcv", "dali"))
     amp: str = setting("auto", "bf16 autocast: auto (bf16 on CUDA, fp32 on CPUs), bf16, off", ("auto", "bf16", "off"))
     compile: bool = setting(False, "torch.compile the trained models", runtime=True)
+    semantics: str = setting("fastccfs", "fastccfs: ties by index, fill short classes, ⌊α·IPC⌋ distilled; "
+                                         "reference: the reference code's exact picks (set order, no fill, "
+                                         "int(IPC·α), file names in string order)", ("fastccfs", "reference"))
     seed: int = setting(0, "the run's seed (every stage's randomness derives from it)")
 
     def science(self) -> dict:
@@ -177,7 +185,8 @@ def presets(dataset: str) -> tuple[dict, dict | int | None]:
         return {}, None
     preset = dict(load_yaml(f"{dataset}.yaml"))
     by_ipc = preset.pop("ipc", None)
-    preset.pop("teacher", None)  # the teacher recipe block is read by teacher_recipe()
+    # teacher_recipe: {epochs: …} groups the teacher's settings: they are teacher_epochs, ….
+    preset.update({f"teacher_{k}": v for k, v in (preset.pop("teacher_recipe", None) or {}).items()})
     return preset, by_ipc
 
 

@@ -14,13 +14,15 @@ _CDA_FOLDER = re.compile(r"^new(\d+)$")
 _CDA_FILE = re.compile(r"^class(\d+)_id(\d+)\.\w+$")
 
 
-def _folder_images(path: Path, classes: list[str]) -> dict[int, list[Path]]:
-    """{class index: image files in order} for the CDA layout or an ImageFolder."""
+def _folder_images(path: Path, classes: list[str], name_order: str = "numeric") -> dict[int, list[Path]]:
+    """{class index: image files in order} for the CDA layout or an ImageFolder. The CDA layout's files
+    are in id order (class000_id10 after class000_id9) unless name_order="string", torchvision
+    ImageFolder's sorted names (id1000 before id101), which the reference code reads."""
     folders = sorted(p for p in path.iterdir() if p.is_dir())
     if not folders:
         raise UserError(f"{path}: no class folders (expected new000/class000_id000.jpg … or <class>/<image>)")
     files = {f: sorted(p for p in f.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) for f in folders}
-    if all(_CDA_FOLDER.match(f.name) for f in folders):
+    if all(_CDA_FOLDER.match(f.name) for f in folders) and name_order == "numeric":
         out = {}
         for f, images in files.items():
             # Ids compare as numbers: class000_id10 comes after class000_id9.
@@ -32,6 +34,8 @@ def _folder_images(path: Path, classes: list[str]) -> dict[int, list[Path]]:
 
             out[int(_CDA_FOLDER.match(f.name).group(1))] = sorted(images, key=image_id)
         return out
+    if all(_CDA_FOLDER.match(f.name) for f in folders):  # string order: as sorted, class by folder number
+        return {int(_CDA_FOLDER.match(f.name).group(1)): images for f, images in files.items()}
     names = [f.name for f in folders]
     if all(n in classes for n in names):
         return {classes.index(f.name): images for f, images in files.items()}
@@ -59,12 +63,13 @@ def _tensor_file(path: Path):
 
 
 def read_distilled(path: str | os.PathLike, classes: list[str], per_class: int,
-                   image_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The first `per_class` distilled images of each class: (uint8 N×H×W×3, int64 labels), class-major."""
+                   image_shape: tuple[int, int, int], name_order: str = "numeric") -> tuple[np.ndarray, np.ndarray]:
+    """The first `per_class` distilled images of each class: (uint8 N×H×W×3, int64 labels), class-major.
+    name_order: "numeric" (CDA ids as numbers) or "string" (file names as sorted strings, ImageFolder's)."""
     path = Path(path)
     num_classes = len(classes)
     if path.is_dir():
-        groups = _folder_images(path, classes)
+        groups = _folder_images(path, classes, name_order)
         images, labels = [], []
         for c in range(num_classes):
             chosen = groups.get(c, [])[:per_class]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from fastccfs.errors import UserError
 from fastccfs.loaders import make_loader
 from fastccfs.models import create_model, load_checkpoint
 from fastccfs.rundir import RunDir, RunLog
-from fastccfs.scores import ForgettingCounter, load_scores, logit_difficulty
+from fastccfs.scores import ForgettingCounter, load_scores, logit_difficulty, score_kind
 from fastccfs.store import Store, convert
 from fastccfs.synthetic import SyntheticSet
 from fastccfs.trainer import Recipe, accuracy, batch_size_for, fit, folded, predict
@@ -64,6 +64,7 @@ class Context:
     progress: bool
     logger: RunLog | None = None
     work: "WorkPlan | None" = None
+    notes: set = field(default_factory=set)
 
     @property
     def num_classes(self) -> int:
@@ -79,10 +80,22 @@ class Context:
 
     def loader(self, store, **kw):
         backend = self.cfg.loader
-        if backend in ("ffcv", "dali") and kw.get("extra_images") is not None and len(kw["extra_images"]):
-            # FFCV and DALI read the store's own files; a set with distilled images trains from memory.
-            backend = "tensor"
+        if backend in ("ffcv", "dali"):
+            # FFCV and DALI read the store's own files and crop with RandomResizedCrop: a set with distilled
+            # images, or the teachers' padded crops, come from memory instead.
+            why = ("a set with distilled images" if kw.get("extra_images") is not None and len(kw["extra_images"])
+                   else "the teacher's padded crops" if kw.get("augment") == "crop_pad" else None)
+            if why:
+                self.note(f"--loader {backend} serves store images with RandomResizedCrop only: {why} use the "
+                          "tensor backend")
+                backend = "tensor"
         return make_loader(store, backend=backend, device=self.device, **kw)
+
+    def note(self, message: str) -> None:
+        """A one-line note, printed once per run."""
+        if message not in self.notes:
+            self.notes.add(message)
+            self.log(f"fastccfs: note: {message}")
 
     def eval_loader(self, store, indices=None):
         return self.loader(store, augment=False, batch_size=EVAL_BATCH.get(self.device.type, 1024), indices=indices)
@@ -132,7 +145,7 @@ def check_config(cfg: RunConfig) -> None:
         require(cfg.loader)
     if not 0 <= cfg.eval_from <= 1:
         raise UserError(f"--eval-from is a fraction of the epochs in [0, 1]; got {cfg.eval_from}")
-    selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)  # raises on bad IPC / α / J
+    selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)  # raises on bad IPC / α / J
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -152,16 +165,19 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def train_teacher(ctx: Context) -> tuple[torch.nn.Module, dict, np.ndarray]:
-    """A teacher trained on the whole train split with CE, counting every sample's forgetting events:
-    (model, training history, forgetting scores)."""
+    """A teacher trained on the whole train split with CE by the dataset's teacher recipe (SRe²L's squeeze
+    step: configs/<dataset>.yaml), counting every sample's forgetting events (Toneva et al.) over those
+    presentations: (model, training history, forgetting scores)."""
     cfg = ctx.cfg
     teacher = ctx.model(cfg.teacher_model, ctx.seed("teacher"))
-    ctx.log(f"teacher: training {cfg.teacher_model} on {len(ctx.train)} images for {cfg.teacher_epochs} epochs"
+    ctx.log(f"teacher: training {cfg.teacher_model} on {len(ctx.train)} images for {cfg.teacher_epochs} epochs "
+            f"({cfg.teacher_augment} crops, lr {cfg.teacher_lr:g}, batch {cfg.teacher_batch_size})"
             f"{ctx.work.left() if ctx.work else ''}")
     counter = ForgettingCounter(len(ctx.train), ctx.device)
-    loader = ctx.loader(ctx.train, batch_size=cfg.teacher_batch_size, seed=ctx.seed("teacher"))
+    loader = ctx.loader(ctx.train, batch_size=cfg.teacher_batch_size, seed=ctx.seed("teacher"),
+                        augment=cfg.teacher_augment)
     recipe = Recipe(cfg.teacher_epochs, cfg.teacher_lr, cfg.momentum, cfg.teacher_weight_decay,
-                    min(cfg.warmup_epochs, cfg.teacher_epochs // 2))
+                    min(cfg.teacher_warmup_epochs, cfg.teacher_epochs // 2))
     history = fit(teacher, loader, recipe, device=ctx.device, amp=cfg.amp, compile=cfg.compile,
                   on_batch=counter.update, progress=ctx.progress, desc="teacher")
     if ctx.work:
@@ -179,7 +195,7 @@ def stage_teacher(ctx: Context) -> tuple[torch.nn.Module, np.ndarray]:
         load_checkpoint(teacher, out / "teacher.pt")
     else:
         teacher, history, forgetting = train_teacher(ctx)
-        save_arrays(out / "forgetting.npz", scores=forgetting)
+        save_arrays(out / "forgetting.npz", scores=forgetting, kind="forgetting")
         write_json(out / "teacher_training.json", {"seconds": history["seconds"], "images": history["images"],
                                                    "loss": history["loss"], "train_acc": history["train_acc"]})
         with atomic_path(out / "teacher.pt") as tmp:  # last: marks the stage finished
@@ -207,7 +223,7 @@ def stage_scores(ctx: Context) -> np.ndarray | None:
         return None
     if not (out / "scores.npy").is_file():
         if cfg.scores:
-            kind = "cscore" if str(cfg.scores).endswith(".npz") else "forgetting"
+            kind = score_kind(cfg.scores)
             if kind != cfg.score:
                 raise UserError(f"--scores {cfg.scores} holds {kind} scores but --score is {cfg.score}: "
                                 f"pass --score {kind}")
@@ -240,7 +256,7 @@ def stage_start(ctx: Context, scores: np.ndarray | None, teacher) -> SyntheticSe
     cfg, out = ctx.cfg, ctx.out
     path = out / "start.npz"
     if not path.is_file():
-        per_class, _ = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)
+        per_class, _ = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)
         empty = np.zeros((0, *ctx.train.images.shape[1:]), np.uint8), np.zeros(0, np.int64)
         images, labels, real = *empty, np.zeros(0, np.int64)
         labels_all = ctx.train.labels
@@ -254,7 +270,8 @@ def stage_start(ctx: Context, scores: np.ndarray | None, teacher) -> SyntheticSe
                 ctx.log(f"distilled part: recovering {per_class} images per class from the teacher (CDA)")
                 source = distill(teacher, ctx.train.classes, per_class, ctx.train.image_size[0], ctx.train.mean,
                                  ctx.train.std, distill_config(cfg), out / "distilled", ctx.device, ctx.progress)
-            images, labels = read_distilled(source, ctx.train.classes, per_class, ctx.train.images.shape[1:])
+            images, labels = read_distilled(source, ctx.train.classes, per_class, ctx.train.images.shape[1:],
+                                            name_order="string" if cfg.semantics == "reference" else "numeric")
         elif per_class and cfg.init == "random":
             real = selection.random_per_class(labels_all, per_class, ctx.seed("init"), ctx.num_classes)
         elif per_class and cfg.init == "window":
@@ -309,7 +326,8 @@ def curriculum_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teache
                                   evaluate=False, desc=f"phase {j}/{cfg.phases} filter")
         seconds["train"], t = time.perf_counter() - t, time.perf_counter()
         logits = None
-        if cfg.inference == "needed" and scores is not None:
+        # The reference's tie order reaches past the first k candidates in (key, index) order: it predicts all.
+        if cfg.inference == "needed" and scores is not None and cfg.semantics == "fastccfs":
             eligible = selection.eligible_mask(labels, selected, teacher_pred if cfg.teacher_filter else None)
             key = selection.fine_keys(scores, cfg.fine, ctx.seed("fine", j))
             net = folded(filt.to(ctx.device).eval())  # fold once, not once per round
@@ -335,13 +353,15 @@ def curriculum_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teache
         record.update(note="empty starting set: no filter, every eligible sample is a candidate")
     difficulty = scores if scores is not None else logit_difficulty(logits, labels) if logits is not None \
         else np.zeros(len(labels))
-    chosen = selection.coarse_to_fine(pred, labels, difficulty, selected, k,
+    chosen = selection.coarse_to_fine(pred, labels, difficulty,
+                                      current.real_indices if cfg.semantics == "reference" else selected, k,
                                       teacher_pred=teacher_pred if cfg.teacher_filter else None, coarse=coarse,
                                       fine=cfg.fine, seed=ctx.seed("fine", j), num_classes=ctx.num_classes,
-                                      class_names=ctx.train.classes)
+                                      class_names=ctx.train.classes, semantics=cfg.semantics)
     seconds["selection"] = time.perf_counter() - t
     d = difficulty[chosen.indices]
     record.update(coarse=coarse, selected=len(chosen.indices), filled=int(chosen.filled.sum()),
+                  short=int(k * ctx.num_classes - len(chosen.indices)),
                   difficulty={"min": float(d.min()), "median": float(np.median(d)), "max": float(d.max())}
                   if len(d) else None, seconds=seconds)
     return PhaseResult(chosen.indices, chosen.filled, d, record)
@@ -373,7 +393,7 @@ def _predict_rows(ctx: Context, model, rows: np.ndarray) -> np.ndarray:
 
 def stage_curriculum(ctx: Context, start: SyntheticSet, teacher, teacher_pred, scores, run_dir: RunDir) -> SyntheticSet:
     cfg = ctx.cfg
-    _, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)
+    _, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)
     current = start
     for j, k in enumerate(budgets, 1):
         with run_dir.timed(f"phase_{j}"):
@@ -449,7 +469,7 @@ def plan_work(ctx: Context) -> WorkPlan:
     if not cfg.teacher and not (out / "teacher.pt").is_file():
         work.add(cfg.teacher_epochs * n)
     if cfg.method == "ccfs":
-        per_class, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases)
+        per_class, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)
         for j in range(1, len(budgets) + 1):
             size = c * (per_class + sum(budgets[:j - 1]))
             if size and not (out / f"phase_{j}.json").is_file():

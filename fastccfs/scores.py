@@ -40,20 +40,47 @@ class ForgettingCounter:
         return events.cpu().numpy().astype(np.float32)
 
 
-def load_scores(path: str | os.PathLike, store) -> np.ndarray:
-    """Difficulties (float64, higher = harder) for every sample of a train store.
+def score_kind(path: str | os.PathLike) -> str:
+    """What a score file holds, told by its content: "forgetting" or "cscore".
 
-    .npy: forgetting scores as published (one per sample). .npz with 'scores': c-scores (higher =
-    easier), negated here. Scores for the full published dataset also fit a subset store that knows
-    its samples' indices in it (meta 'parent': the bundled demo, the Tiny-ImageNet mini zip).
+    .npy: forgetting scores as published. .npz: its 'kind' entry when it has one (fastccfs writes it),
+    else 'labels' + 'scores' is the published c-score layout and 'scores' alone fastccfs's forgetting.npz.
     """
     path = Path(path)
     try:
-        if path.suffix == ".npz":
+        data = np.load(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such score file") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npy/.npz score file ({e})") from e
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        return "forgetting"
+    with data:
+        if "kind" in data.files:
+            kind = str(data["kind"])
+            if kind not in ("forgetting", "cscore"):
+                raise UserError(f"{path}: unknown score kind {kind!r}")
+            return kind
+        if "scores" not in data.files:
+            raise UserError(f"{path}: a score .npz needs a 'scores' array (it has {', '.join(data.files)})")
+        return "cscore" if "labels" in data.files else "forgetting"
+
+
+def load_scores(path: str | os.PathLike, store) -> np.ndarray:
+    """Difficulties (float64, higher = harder) for every sample of a train store.
+
+    Forgetting scores (published .npy, fastccfs's forgetting.npz) as they are; c-scores (higher =
+    easier; the published .npz) negated (score_kind tells which). Scores for the full published
+    dataset also fit a subset store that knows its samples' indices in it (meta 'parent': the bundled
+    demo, the Tiny-ImageNet mini zip).
+    """
+    path = Path(path)
+    kind = score_kind(path)
+    try:
+        if path.suffix == ".npz" or kind == "cscore":
             with np.load(path) as data:
-                if "scores" not in data:
-                    raise UserError(f"{path}: a c-score .npz needs a 'scores' array (it has {', '.join(data.files)})")
-                scores = -np.asarray(data["scores"], np.float64)
+                scores = np.asarray(data["scores"], np.float64)
+            scores = -scores if kind == "cscore" else scores
         else:
             scores = np.asarray(np.load(path), np.float64)
     except FileNotFoundError:

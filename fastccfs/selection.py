@@ -2,9 +2,11 @@
 the real-image baselines (random, hardest-first coreset, SelMatch's sliding window).
 
 Conventions: `scores` are difficulties — higher = harder (forgetting counts as published; c-scores and
-true-class logits are negated before they get here). Ties are broken by sample index, so every rule
-is deterministic given its seed; the reference code's Python `sorted()` over a set does not promise
-that, so selections can differ from it where scores tie.
+true-class logits are negated before they get here). fastccfs breaks ties by sample index. The
+reference code builds its candidates as `list(set(teacher_correct) & set(misclassified) -
+set(selected))` and sorts them stably by score, so its ties follow the iteration order of a CPython set
+of ints: deterministic across runs and hash seeds (an int hashes to itself) but not ascending once
+indices exceed the set's table size. semantics="reference" (coarse_to_fine_reference) replays it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from fastccfs.errors import UserError
 
 COARSE = ("misclassified", "classified", "all")
 FINE = ("simple", "hard", "random")
+SEMANTICS = ("fastccfs", "reference")
 # Tiers of the fine stage: candidates first, then the fill sources in order.
 CANDIDATE, ELIGIBLE_REST, UNSELECTED_REST, NEVER = 0, 1, 2, 3
 
@@ -26,15 +29,20 @@ class Selection(NamedTuple):
     filled: np.ndarray  # int64 per class: picks that were not coarse candidates (shortfall fill)
 
 
-def phase_budgets(ipc: int, alpha: float, phases: int) -> tuple[int, list[int]]:
+def phase_budgets(ipc: int, alpha: float, phases: int, semantics: str = "fastccfs") -> tuple[int, list[int]]:
     """(distilled images per class, real images per class for each phase).
 
     ⌊α·IPC⌋ distilled; the rest split evenly over the phases, the remainder to the first ones
-    (IPC 100, α 0.2, J 3 → 20, [27, 27, 26]).
+    (IPC 100, α 0.2, J 3 → 20, [27, 27, 26]). semantics="reference" computes the distilled count as the
+    reference does, int(IPC·α) in floating point (IPC 90, α 0.7 → 62, where ⌊α·IPC⌋ = 63; the published
+    settings give the same counts either way).
     """
     if ipc < 1 or not 0 <= alpha <= 1 or phases < 1:
         raise UserError(f"need IPC ≥ 1, 0 ≤ α ≤ 1 and phases ≥ 1; got IPC {ipc}, α {alpha}, phases {phases}")
-    distilled = math.floor(alpha * ipc + 1e-9)  # 1e-9: α·IPC such as 0.3·10 is 2.999… in floating point
+    if semantics == "reference":
+        distilled = int(ipc * alpha)
+    else:
+        distilled = math.floor(alpha * ipc + 1e-9)  # 1e-9: α·IPC such as 0.7·90 is 62.99… in floating point
     real = ipc - distilled
     base, extra = divmod(real, phases)
     return distilled, [base + (1 if j < extra else 0) for j in range(phases)]
@@ -98,7 +106,7 @@ def tiers(pred, labels, selected, teacher_pred=None, coarse="misclassified") -> 
 
 def coarse_to_fine(pred, labels, scores, selected, k_per_class, teacher_pred=None, coarse: str = "misclassified",
                    fine: str = "simple", seed: int = 0, num_classes: int | None = None, class_names=None,
-                   kernel: bool = True) -> Selection:
+                   kernel: bool = True, semantics: str = "fastccfs") -> Selection:
     """One CCFS selection step: the new indices, k per class.
 
     Eligible: not selected and, when teacher_pred is given, classified correctly by the teacher.
@@ -107,8 +115,14 @@ def coarse_to_fine(pred, labels, scores, selected, k_per_class, teacher_pred=Non
     "hard" = descending, "random" = a seeded shuffle; ties by index. A class with fewer candidates
     than k takes them all, then fills from its other eligible samples, then from its other
     unselected samples, in the same fine order; `filled` counts those. A class that still falls
-    short is an error naming it.
+    short is an error naming it. semantics="reference": the reference code's picks exactly
+    (coarse_to_fine_reference; `selected` then in the order chosen).
     """
+    if semantics == "reference":
+        return coarse_to_fine_reference(pred, labels, scores, selected, k_per_class, teacher_pred, coarse, fine, seed,
+                                        num_classes)
+    if semantics != "fastccfs":
+        raise UserError(f"unknown semantics {semantics!r}: use one of {', '.join(SEMANTICS)}")
     labels = np.asarray(labels, np.int64)
     n = len(labels)
     scores = np.asarray(scores, np.float64)
@@ -144,6 +158,45 @@ def coarse_to_fine(pred, labels, scores, selected, k_per_class, teacher_pred=Non
                         "lower the IPC or the number of phases")
     indices = taken[taken >= 0]  # row-major: class by class, preferred first
     return Selection(indices.astype(np.int64), from_tier[:, ELIGIBLE_REST:].sum(axis=1).astype(np.int64))
+
+
+def coarse_to_fine_reference(pred, labels, scores, selected, k_per_class, teacher_pred=None,
+                             coarse: str = "misclassified", fine: str = "simple", seed: int = 0,
+                             num_classes: int | None = None) -> Selection:
+    """The reference code's selection step (ccfs_*.py: coarse_filtering, selection_score), replayed.
+
+    Its steps, with the same Python objects built the same way, so that ties keep the iteration order
+    of its sets: the coarse list is `torch.where(...)[0].tolist()` (ascending); the candidates are
+    `list(set(teacher_correct) & set(coarse) - set(selected))` (`-` binds first); per class, in that
+    list's order; `sorted(key=score)` (stable) takes the first k. No fill: a class with fewer candidates
+    gives fewer (`filled` is 0). fine "random" samples with random.Random(seed) (the reference draws from
+    Python's unseeded global generator, which no run can replay). `selected`: indices in the order chosen.
+    """
+    import random
+
+    labels = np.asarray(labels, np.int64)
+    num_classes = num_classes or int(labels.max()) + 1
+    k = np.broadcast_to(np.asarray(k_per_class, np.int64), (num_classes,))
+    key = fine_keys(scores, fine, seed) if fine != "random" else None
+    coarse_list = np.flatnonzero(coarse_candidates(pred, labels, coarse)).tolist()
+    selected_idx = (np.flatnonzero(selected) if np.asarray(selected).dtype == bool
+                    else np.asarray(selected, np.int64)).tolist() if selected is not None else []
+    if teacher_pred is not None:
+        teacher_correct = np.flatnonzero(np.asarray(teacher_pred) == labels).tolist()
+        target = list(set(teacher_correct) & set(coarse_list) - set(selected_idx))
+    else:
+        target = list(set(coarse_list) - set(selected_idx))
+    per_class = [[] for _ in range(num_classes)]
+    for i in target:
+        per_class[labels[i]].append(i)
+    rng = random.Random(seed)
+    picks = []
+    for c in range(num_classes):
+        if fine == "random":
+            picks += rng.sample(per_class[c], min(int(k[c]), len(per_class[c])))
+        else:
+            picks += sorted(per_class[c], key=lambda i: key[i])[: int(k[c])]
+    return Selection(np.asarray(picks, np.int64), np.zeros(num_classes, np.int64))
 
 
 def predict_until_picked(predict, labels, key, eligible, k_per_class, coarse: str = "misclassified",

@@ -70,7 +70,9 @@ def make_loader(source: str | os.PathLike | Store, split: str = "train", backend
     store's .beton) or dali (the store's per-sample files); ffcv and dali need `fastccfs convert NAME
     --to ffcv|dali` first, and serve store images only (indices, no extra images).
     indices / extra_images / extra_labels make it serve a synthetic set (see synthetic_arrays).
-    augment=False gives the evaluation mode: no augmentation, the stored order, every sample once.
+    augment: True/"rrc" RandomResizedCrop + flip (CCFS's filters and evaluation), "crop_pad" RandomCrop
+    with 4-pixel zero padding + flip (the teachers' recipe; tensor and torch backends), False the
+    evaluation mode: no augmentation, the stored order, every sample once.
     seed fixes every epoch's order and crops (set_epoch(e) replays epoch e); None draws one from torch's
     global generator, so torch.manual_seed controls it as it does a DataLoader's shuffling.
     with_indices=False yields (x, y) instead of (x, y, idx), for loops written for a DataLoader.
@@ -109,7 +111,14 @@ def _make(source, split, backend, batch_size, augment, device, indices, seed, ex
     store = source if isinstance(source, Store) else find_store(source, split, cache)
     device = device or default_device()
     if backend in ("ffcv", "dali"):
+        from fastccfs.augment import augment_mode
         from fastccfs.formats import open_form
+
+        mode = augment_mode(augment)
+        if mode == "crop_pad":
+            raise UserError(f"the {backend} backend augments with RandomResizedCrop only: augment='crop_pad' (the "
+                            "teachers' RandomCrop with padding) needs the tensor or torch backend")
+        augment = mode is not None
 
         if extra_images is not None and len(extra_images):
             raise UserError(f"the {backend} backend serves store images only: a set with extra (distilled) images "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastccfs import augment
+from fastccfs import augment as aug
 from fastccfs.loaders.order import epoch_generator, epoch_order
 
 
@@ -18,15 +18,16 @@ class TensorLoader:
     images  uint8 (N, H, W, 3), numpy or torch; copied once to `device`
     labels  int64 (N,)
     ids     int64 (N,) what `idx` reports per image: store indices, negative ids for distilled images
-    augment RandomResizedCrop(scale, ratio) + horizontal flip(p=flip); False: the images as they are
+    augment True/"rrc": RandomResizedCrop(scale, ratio) + horizontal flip(p=flip); "crop_pad":
+            RandomCrop with 4 pixels of zero padding + flip (the teachers' recipe); False: as they are
     shuffle a new order every epoch (default: when augmenting); False: the given order
     rank, world_size: this process's share of each epoch (DDP): every rank uses the same order and
             takes positions rank, rank + world_size, …; training pads the order so shares are equal.
     """
 
-    def __init__(self, images, labels, ids, mean, std, batch_size: int = 256, augment: bool = True,
+    def __init__(self, images, labels, ids, mean, std, batch_size: int = 256, augment: bool | str = True,
                  shuffle: bool | None = None, drop_last: bool = False, device="cpu", dtype=torch.float32,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, scale=augment.SCALE, ratio=augment.RATIO,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, scale=aug.SCALE, ratio=aug.RATIO,
                  flip: float = 0.5):
         if len(images) == 0:
             raise ValueError("TensorLoader needs at least one image")
@@ -38,8 +39,10 @@ class TensorLoader:
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(self.device)
         self.ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64).to(self.device)
         self.mean, self.std = tuple(mean), tuple(std)
-        self.batch_size, self.augment, self.drop_last = batch_size, augment, drop_last
-        self.shuffle = augment if shuffle is None else shuffle
+        self.mode = aug.augment_mode(augment)
+        self.augment = self.mode is not None
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.shuffle = self.augment if shuffle is None else shuffle
         self.dtype, self.seed, self.rank, self.world_size = dtype, seed, rank, world_size
         self.scale, self.ratio, self.flip = scale, ratio, flip
         self.epoch = 0
@@ -67,11 +70,15 @@ class TensorLoader:
             rows = order[start:start + self.batch_size]
             if self.drop_last and len(rows) < self.batch_size:
                 break
-            if self.augment:
-                boxes = augment.sample_crop_boxes(len(rows), height, width, gen, self.scale, self.ratio)
-                flips = augment.sample_flips(len(rows), gen, self.flip)
-                x = augment.crop_flip_normalize(self.images, rows, boxes, flips, self.mean, self.std, self.dtype)
+            if self.mode == "rrc":
+                boxes = aug.sample_crop_boxes(len(rows), height, width, gen, self.scale, self.ratio)
+                flips = aug.sample_flips(len(rows), gen, self.flip)
+                x = aug.crop_flip_normalize(self.images, rows, boxes, flips, self.mean, self.std, self.dtype)
+            elif self.mode == "crop_pad":
+                offsets = aug.sample_pad_offsets(len(rows), gen)
+                flips = aug.sample_flips(len(rows), gen, self.flip)
+                x = aug.pad_crop_flip_normalize(self.images, rows, offsets, flips, self.mean, self.std, self.dtype)
             else:
-                x = augment.normalize(self.images, rows, self.mean, self.std, self.dtype)
+                x = aug.normalize(self.images, rows, self.mean, self.std, self.dtype)
             rows = rows.to(self.device)
             yield x, self.labels[rows], self.ids[rows]

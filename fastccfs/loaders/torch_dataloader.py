@@ -46,7 +46,7 @@ class TorchLoader:
     num_workers processes decode and augment per sample; persistent_workers keeps them across epochs.
     """
 
-    def __init__(self, images, labels, ids, mean, std, batch_size: int = 256, augment: bool = True,
+    def __init__(self, images, labels, ids, mean, std, batch_size: int = 256, augment: bool | str = True,
                  shuffle: bool | None = None, drop_last: bool = False, device="cpu", dtype=torch.float32,
                  seed: int = 0, rank: int = 0, world_size: int = 1, scale=aug.SCALE, ratio=aug.RATIO,
                  flip: float = 0.5, num_workers: int = 2, persistent_workers: bool = True):
@@ -58,12 +58,15 @@ class TorchLoader:
             raise ValueError(f"images ({len(images)}), labels ({len(labels)}) and ids ({len(ids)}) differ in length")
         self.labels, self.ids = np.asarray(labels, np.int64), np.asarray(ids, np.int64)
         self.device, self.dtype = torch.device(device), dtype
-        self.augment = augment
-        self.shuffle = augment if shuffle is None else shuffle
+        mode = aug.augment_mode(augment)
+        self.augment = mode is not None
+        self.shuffle = self.augment if shuffle is None else shuffle
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
         size = images.shape[1:3]
-        steps = [T.RandomResizedCrop(size, scale=scale, ratio=ratio), T.RandomHorizontalFlip(flip)] if augment else []
+        crop = (T.RandomResizedCrop(size, scale=scale, ratio=ratio) if mode == "rrc"
+                else T.RandomCrop(size, padding=aug.PAD) if mode == "crop_pad" else None)
+        steps = [crop, T.RandomHorizontalFlip(flip)] if crop else []
         transform = T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
         self.dataloader = DataLoader(
             _ImagesDataset(images, self.labels, self.ids, transform), batch_size=batch_size,
