@@ -168,7 +168,7 @@ def main() -> None:
             "images_per_s": train_rate(device, size, batches[-1], "eager", steps, kd=True)}
         result[f"inference_{size}px_images_per_s"] = inference_rate(device, size, 8 if smoke else 1024, steps)
         result[f"forward_gflops_per_image_{size}px"] = flops / 1e9
-    result["ccfs_phase_tiny_ipc100"] = (ccfs_phase(device, 600, 20, 10, 1) if smoke
+    result["ccfs_phase_tiny_ipc100"] = (ccfs_phase(device, 300, 20, 10, 1) if smoke
                                         else ccfs_phase(device, 100_000, 200, 100, 2))
     result["seconds"] = time.perf_counter() - start
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

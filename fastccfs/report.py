@@ -115,21 +115,26 @@ def figure_difficulty(per_phase: dict[int, np.ndarray], score: str) -> bytes:
 
 
 def figure_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], title: str) -> bytes:
-    """Rows = classes (at most GRID_CLASSES), columns = up to GRID_PER_CLASS images in the given order."""
+    """Rows = classes (at most GRID_CLASSES), columns = up to GRID_PER_CLASS images in the given order,
+    tiled into one picture (one axes, not one per image: 10× faster to draw)."""
     import matplotlib.pyplot as plt
 
     classes = [c for c in range(len(class_names)) if (labels == c).any()][:GRID_CLASSES]
     cols = max([min(GRID_PER_CLASS, int((labels == c).sum())) for c in classes] + [1])
-    fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 0.9, len(classes) * 0.95 + 0.4), squeeze=False)
+    h, w = images.shape[1:3]
+    gap = max(1, h // 16)
+    mosaic = np.full((len(classes) * (h + gap), cols * (w + gap), 3), 255, np.uint8)
     for r, c in enumerate(classes):
-        members = np.flatnonzero(labels == c)[:cols]
-        for k in range(cols):
-            ax = axes[r, k]
-            ax.axis("off")
-            if k < len(members):
-                ax.imshow(images[members[k]], interpolation="nearest")
-        axes[r, 0].set_title(class_names[c], fontsize=7, loc="left")
-    fig.suptitle(title, fontsize=9)
+        for k, i in enumerate(np.flatnonzero(labels == c)[:cols]):
+            mosaic[r * (h + gap):r * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = images[i]
+    fig, ax = plt.subplots(figsize=(cols * 0.9 + 1.2, len(classes) * 0.9 + 0.4))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([r * (h + gap) + h / 2 for r in range(len(classes))], [class_names[c] for c in classes],
+                  fontsize=7)
+    ax.set_xticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=9)
     return _png(fig)
 
 

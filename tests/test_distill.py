@@ -122,3 +122,15 @@ def test_kd_example_trains_on_a_distilled_folder_through_the_loader(recovered, o
                              "--epochs", "3", "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "20 distilled images, 3 epochs" in result.stdout and "test accuracy" in result.stdout
+
+
+def test_distill_command_writes_the_cda_layout(own_run, cache, tmp_path, capsys):
+    from fastccfs.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["distill", "demo", "--ipc", "1", "--teacher", str(own_run / "teacher.pt"), "--teacher-model",
+                 "convnet_bn", "--iterations", "3", "--cache", str(cache), "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.glob("new00*/*.png"))[:2] == ["class000_id000.png", "class001_id000.png"]
+    assert np.load(out / "distilled.npz")["images"].shape == (10, 32, 32, 3)
+    assert main(["distill", "demo", "--ipc", "0", "--cache", str(cache), "--out", str(tmp_path / "x")]) == 2
+    assert "need IPC ≥ 1" in capsys.readouterr().err and not (tmp_path / "x").exists()
