@@ -39,6 +39,13 @@ def export_imagefolder(synthetic: SyntheticSet, store, out: str | os.PathLike) -
     from PIL import Image
 
     out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        from fastccfs.errors import UserError
+
+        raise UserError(f"--out {out} exists and is not an empty folder: pass a new folder (export never "
+                        "replaces files it did not write)")
+    if out.is_dir():
+        out.rmdir()  # empty: the export takes its place
     with atomic_path(out) as tmp:
         tmp.mkdir()
         for c in store.classes:

@@ -49,6 +49,16 @@ def test_run_writes_everything_a_researcher_needs(own_run, demo_stores):
     np.testing.assert_array_equal(synthetic["real_labels"], labels[idx])
 
 
+def test_export_never_replaces_what_it_did_not_write(own_run, cache, tmp_path, capsys):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("the user's")
+    for out in (target, tmp_path / "mine" / "notes.txt", tmp_path):
+        assert main(["export", str(own_run), "--out", str(out), "--cache", str(cache)]) == 2
+        assert "is not an empty folder" in capsys.readouterr().err
+    assert (target / "notes.txt").read_text() == "the user's"
+
+
 def test_export_writes_an_imagefolder_of_the_set(own_run, cache, tmp_path, demo_stores):
     assert main(["export", str(own_run), "--out", str(tmp_path / "png"), "--cache", str(cache)]) == 0
     files = sorted((tmp_path / "png").rglob("*.png"))
