@@ -135,10 +135,7 @@ def _help_defaults(argv: list[str]) -> tuple[dict, str]:
             ipc = int(argv[argv.index("--ipc") + 1])
         except ValueError:
             pass
-    try:
-        return config_defaults(dataset, ipc), (f"{dataset}" + (f" IPC {ipc}" if ipc else "")) if dataset else "default"
-    except Exception:  # a bad preset name only changes what --help shows
-        return config_defaults(), "default"
+    return config_defaults(dataset, ipc), (dataset + (f" IPC {ipc}" if ipc else "")) if dataset else "default"
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

@@ -33,6 +33,8 @@ def dataset_info(name: str) -> dict:
 
 # ------------------------------------------------------------------------------------ run config
 
+# Every architecture fastccfs.models.create_model builds (torchvision's with the small-image stem, then the
+# dataset-distillation ConvNets).
 MODEL_NAMES = ("resnet18", "resnet50", "resnet101", "densenet121", "regnet_y_8gf", "convnet", "convnet_bn")
 
 

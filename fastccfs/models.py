@@ -12,11 +12,11 @@ import os
 import torch
 from torch import nn
 
+from fastccfs.config import MODEL_NAMES as MODELS  # the one list (config.py stays importable without torch)
 from fastccfs.errors import UserError
 
-TORCHVISION = ("resnet18", "resnet50", "resnet101", "densenet121", "regnet_y_8gf")
 CONVNETS = ("convnet", "convnet_bn")
-MODELS = TORCHVISION + CONVNETS
+TORCHVISION = tuple(m for m in MODELS if m not in CONVNETS)
 
 
 class ConvNet(nn.Module):
