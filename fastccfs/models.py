@@ -75,21 +75,40 @@ def create_model(name: str, num_classes: int, image_size: int = 32) -> nn.Module
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a checkpoint saved by fastccfs, torchvision's reference scripts or the CCFS code."""
+    """Load a checkpoint saved by fastccfs, torchvision's reference scripts or the CCFS code; a file that
+    is not one, or does not fit MODEL, is a one-line error saying why."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # corrupt or not a torch file
-        raise UserError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+    except Exception as e:  # corrupt, not a torch file, or pickled objects beyond tensors
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a readable torch checkpoint of weights ({reason[:200]})") from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a model's state dict "
+                        "({'model': …}, {'state_dict': …} or the state dict itself)")
     state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"{path} does not fit the model ({first}); check --teacher-model and the dataset") from e
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            why = f"{k} is {list(state[k].shape)} in the checkpoint but {list(expected[k].shape)} in the model"
+        else:
+            why = (f"{len(missing)} weights missing (e.g. {missing[0]})" if missing else
+                   f"{len(unexpected)} weights the model lacks (e.g. {unexpected[0]})")
+        raise UserError(f"{path} does not fit a {type(model).__name__} for {_classes(model)} classes: {why}; "
+                        "check --teacher-model and the dataset")
+    model.load_state_dict(state)
     return model
+
+
+def _classes(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return last[-1].out_features if last else -1

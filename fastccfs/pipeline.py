@@ -148,6 +148,47 @@ def check_config(cfg: RunConfig) -> None:
     selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)  # raises on bad IPC / α / J
 
 
+def check_inputs(cfg: RunConfig, train: Store) -> None:
+    """Every input checked against the train store before any training: a bad one is found in seconds,
+    not after a 200-epoch teacher (the run directory is not made until these pass)."""
+    num_classes = train.num_classes
+    per_class, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)
+    if cfg.method == "ccfs" and 0 in budgets:
+        raise UserError(f"{cfg.phases} phases for {cfg.ipc - per_class} real images per class: phase "
+                        f"{budgets.index(0) + 1} would add none; use --phases {cfg.ipc - per_class} or fewer")
+    real = 0 if cfg.method == "full" else cfg.ipc - (per_class if cfg.method == "ccfs" and cfg.init == "none" else 0)
+    counts = np.bincount(train.labels, minlength=num_classes)
+    c = int(counts.argmin())
+    if counts[c] < real:
+        raise UserError(f"class {c} ({train.classes[c]}) has {counts[c]} train images, but IPC {cfg.ipc} takes {real} "
+                        "real ones per class: lower --ipc (or raise --alpha)")
+    if cfg.teacher:
+        load_checkpoint(create_model(cfg.teacher_model, num_classes, train.image_size[0]), cfg.teacher)
+    scores_from_file(cfg, train, teacher_trained_here=not cfg.teacher)
+    if cfg.method == "ccfs" and cfg.init == "none" and per_class and cfg.distilled:
+        from fastccfs.distilled import read_distilled
+
+        read_distilled(cfg.distilled, train.classes, per_class, train.images.shape[1:],
+                       name_order="string" if cfg.semantics == "reference" else "numeric")
+
+
+def scores_from_file(cfg: RunConfig, train: Store, teacher_trained_here: bool) -> np.ndarray | None:
+    """The --scores file's difficulties for the train store (length, values and kind checked); None when
+    the run computes its scores (forgetting counted by its own teacher, or the filter's logits)."""
+    if cfg.score == "logits":
+        return None
+    if cfg.scores:
+        kind = score_kind(cfg.scores)
+        if kind != cfg.score:
+            raise UserError(f"--scores {cfg.scores} holds {kind} scores but --score is {cfg.score}: "
+                            f"pass --score {kind}")
+        return load_scores(cfg.scores, train)
+    if cfg.score == "forgetting" and teacher_trained_here:
+        return None
+    raise UserError(f"the {cfg.score} score needs --scores FILE (e.g. the published scores), or, for "
+                    "forgetting, a teacher trained by this run (omit --teacher); or use --score logits")
+
+
 def resolve_device(name: str | None) -> torch.device:
     """The device to run on (default: CUDA when present); a one-line error for one that is not there."""
     try:
@@ -222,17 +263,9 @@ def stage_scores(ctx: Context) -> np.ndarray | None:
     if cfg.score == "logits":
         return None
     if not (out / "scores.npy").is_file():
-        if cfg.scores:
-            kind = score_kind(cfg.scores)
-            if kind != cfg.score:
-                raise UserError(f"--scores {cfg.scores} holds {kind} scores but --score is {cfg.score}: "
-                                f"pass --score {kind}")
-            scores = load_scores(cfg.scores, ctx.train)
-        elif cfg.score == "forgetting" and (out / "forgetting.npz").is_file():
+        scores = scores_from_file(cfg, ctx.train, teacher_trained_here=(out / "forgetting.npz").is_file())
+        if scores is None:  # forgetting events counted while the teacher trained here
             scores = np.load(out / "forgetting.npz")["scores"].astype(np.float64)
-        else:
-            raise UserError(f"the {cfg.score} score needs --scores FILE (e.g. the published scores), or, for "
-                            "forgetting, a teacher trained by this run (omit --teacher); or use --score logits")
         with atomic_path(out / "scores.npy") as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, scores)
@@ -492,6 +525,7 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
     run_dir.check()
     device = resolve_device(device)
     stores = convert(cfg.dataset, cfg.root, cfg.cache, progress=progress)
+    check_inputs(cfg, stores["train"])
     if cfg.loader in ("ffcv", "dali"):
         from fastccfs.formats import convert_store
 

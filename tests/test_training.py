@@ -74,10 +74,17 @@ def test_checkpoints_in_published_forms_load(tmp_path, wrap):
     torch.save(obj, tmp_path / "ckpt.pth")
     dst = load_checkpoint(create_model("resnet18", 10), tmp_path / "ckpt.pth")
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
-    with pytest.raises(UserError, match="does not fit the model"):
+    with pytest.raises(UserError, match=r"does not fit a ResNet for 100 classes: fc.weight is \[10, 512\] in the "
+                                        r"checkpoint but \[100, 512\] in the model"):
         load_checkpoint(create_model("resnet18", 100), tmp_path / "ckpt.pth")
+    with pytest.raises(UserError, match="does not fit a ConvNet for 10 classes: .* weights missing"):
+        load_checkpoint(create_model("convnet_bn", 10), tmp_path / "ckpt.pth")
     with pytest.raises(UserError, match="no such checkpoint"):
         load_checkpoint(src, tmp_path / "missing.pth")
+    for obj, kind in ((torch.zeros(3), "Tensor"), ([1, 2], "list")):
+        torch.save(obj, tmp_path / "odd.pth")
+        with pytest.raises(UserError, match=f"holds a {kind}, not a model's state dict"):
+            load_checkpoint(src, tmp_path / "odd.pth")
 
 
 def test_forgetting_counter_on_hand_made_sequences():

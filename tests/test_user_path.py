@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fastccfs
-from conftest import FAST, REPO, SHARED_DATA, need, run
+from conftest import REPO, SCORES, SHARED_DATA, need, run
 from fastccfs.cli import build_parser, main
 from fastccfs.errors import UserError
 from fastccfs.loaders import make_loader
@@ -180,3 +180,35 @@ def test_a_converted_dataset_is_found_without_its_source(cifar_stores, cache, tm
     assert "using the store converted earlier" in capsys.readouterr().err
     with pytest.raises(UserError, match=r"cifar100 not found under .*nor is there a converted store of it in"):
         convert("cifar100", tmp_path, cache, progress=False)
+
+
+def test_bad_inputs_are_refused_before_the_teacher_trains(cache, tmp_path, capsys, demo_stores):
+    """Without --teacher a teacher would train first: each bad input must be found before it (no run
+    directory, no teacher.pt), in seconds."""
+    import time
+
+    from fastccfs.models import create_model
+
+    need(SCORES)
+    nan_scores = tmp_path / "nan.npy"
+    np.save(nan_scores, np.full(3000, np.nan, np.float32))
+    bad_distilled = tmp_path / "distilled"
+    (bad_distilled / "new000").mkdir(parents=True)
+    wrong_teacher = tmp_path / "teacher100.pt"
+    torch.save({"model": create_model("convnet_bn", 100).state_dict()}, wrong_teacher)
+    cases = [
+        (["--scores", SCORES / "forgetting_Tiny.npy"], "holds 100000 scores but"),
+        (["--scores", nan_scores], "NaN or infinite"),
+        (["--scores", SCORES / "cscores_CIFAR10.npz"], "holds cscore scores but --score is forgetting"),
+        (["--init", "none", "--distilled", bad_distilled], "has 0 distilled images"),
+        (["--ipc", "400"], "has 300 train images, but IPC 400 takes"),
+        (["--ipc", "5", "--alpha", "0.2", "--phases", "5"], "phase 5 would add none; use --phases 4 or fewer"),
+        (["--teacher", wrong_teacher, "--score", "logits"], "does not fit a ConvNet for 10 classes"),
+        (["--teacher", wrong_teacher, "--score", "forgetting"], "does not fit"),
+    ]
+    for k, (args, message) in enumerate(cases):
+        out = tmp_path / f"run{k}"
+        start = time.perf_counter()
+        assert run(cache, out, *args) == 2, args
+        assert message in capsys.readouterr().err, args
+        assert not out.exists() and time.perf_counter() - start < 30, args
