@@ -100,7 +100,8 @@ def random_store(root: Path, n: int, size: int, classes: int):
     rng = np.random.default_rng(0)
     np.save(root / "images.npy", rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
     np.save(root / "labels.npy", np.arange(n, dtype=np.int64) % classes)
-    meta = {"format_version": FORMAT_VERSION, "dataset": "random-tiny", "split": root.name, "classes":
+    meta = {"format_version": FORMAT_VERSION, "dataset": "random-tiny", "split": root.name, "num_samples": n,
+            "image_shape": [size, size, 3], "classes":
             [f"c{c}" for c in range(classes)], "class_names": [f"c{c}" for c in range(classes)],
             "mean": [0.4802, 0.4481, 0.3975], "std": [0.2302, 0.2265, 0.2262], "parent": None}
     (root / "meta.json").write_text(json.dumps(meta))

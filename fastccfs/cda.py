@@ -17,10 +17,11 @@ as it finishes (OUT/.parts/), so an interrupted distillation resumes by batch.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastccfs.atomic import atomic_path, save_arrays
+from fastccfs.atomic import atomic_path, save_arrays, write_json
 from fastccfs.errors import UserError
 
 
@@ -155,10 +156,24 @@ def plan(num_classes: int, ipc: int) -> np.ndarray:
 
 def distill(teacher: nn.Module, classes: list[str], ipc: int, image_size: int, mean, std, cfg: DistillConfig,
             out: str | os.PathLike, device="cpu", progress: bool = True) -> Path:
-    """Recover IPC images per class into OUT (resumable by batch); returns OUT."""
+    """Recover IPC images per class into OUT (resumable by batch); returns OUT.
+
+    OUT/distill.json records what made the images (settings, IPC, classes, size); a finished or
+    half-done OUT made with other settings is refused, never mixed or overwritten."""
     out = Path(out)
+    made_with = {**asdict(cfg), "ipc": ipc, "classes": len(classes), "image_size": image_size}
+    record = out / "distill.json"
+    if record.is_file():
+        before = json.loads(record.read_text())
+        changed = sorted(k for k in made_with if before.get(k) != made_with[k])
+        if changed:
+            raise UserError(f"{out} holds images distilled with other settings ({', '.join(changed)}): pass "
+                            "another --out, or the same settings to reuse or resume them")
+    elif (out / "distilled.npz").is_file() or (out / ".parts").is_dir():
+        raise UserError(f"{out} holds distilled images without a record of their settings: pass another --out")
     if (out / "distilled.npz").is_file():
         return out
+    write_json(record, made_with)
     work = plan(len(classes), ipc)
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from fastccfs.config import MODEL_NAMES
@@ -234,14 +235,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that every `finally` removes its temporaries (as Ctrl-C)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the subcommand's own parser, with its usage line
         args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)
+    except Terminated:
+        print("fastccfs: terminated (SIGTERM); what was half-written is removed, a re-run resumes", file=sys.stderr)
+        return 143
     except UserError as e:
         if args.debug:
             raise

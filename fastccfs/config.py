@@ -210,9 +210,12 @@ def resolve_run_config(dataset: str, ipc: int | None, config_file: str | None, o
         elif not overrides.get("epochs") and not config_file and not quiet:
             print(f"fastccfs: note: {dataset} has presets for IPC {', '.join(map(str, by_ipc))}; IPC {ipc} uses "
                   f"the dataset defaults (epochs {values.get('epochs')})")
+    given = {k: v for k, v in overrides.items() if v is not None}
     if config_file:
-        values.update(_load_settings_file(config_file))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {**_load_settings_file(config_file), **given}
+    if given.get("distilled") and "init" not in given:
+        values["init"] = "none"  # a distilled set given by the user replaces a preset's real-image start
+    values.update(given)
     values.update(dataset=dataset, ipc=ipc)
     unknown = sorted(set(values) - set(known))
     if unknown:

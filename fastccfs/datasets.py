@@ -439,6 +439,13 @@ def _as_nhwc_uint8(x: np.ndarray, where: str, rounding: str = "refuse") -> np.nd
 # ------------------------------------------------------------------------------------------ decode
 
 
+def _without_buffer_repr(message: str) -> str:
+    """PIL names the in-memory buffer it read ("<_io.BytesIO object at 0x…>"): drop it, the caller names the file."""
+    import re
+
+    return re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", message)
+
+
 def decode(data: bytes, where: str, size: int | None) -> np.ndarray:
     """One encoded image → H×W×3 uint8 (greyscale and palette images converted to RGB).
 
@@ -451,7 +458,8 @@ def decode(data: bytes, where: str, size: int | None) -> np.ndarray:
             im.load()  # decodes now, so a truncated file fails here with its name
             im = im.convert("RGB")
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, … for bad files
-        raise UserError(f"{where}: cannot decode image ({e}); replace or remove the file") from e
+        reason = _without_buffer_repr(str(e))
+        raise UserError(f"{where}: cannot decode image ({reason}); replace or remove the file") from e
     if size is not None and im.size != (size, size):
         w, h = im.size
         s = size / min(w, h)

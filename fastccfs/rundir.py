@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from fastccfs.atomic import write_json, write_text
+from fastccfs.atomic import remove_stale_temps, write_json, write_text
 from fastccfs.config import RunConfig
 from fastccfs.errors import UserError
 
@@ -54,6 +54,8 @@ class RunDir:
         if not self.path.exists():
             self.path.mkdir(parents=True)
             self.created = True
+        for folder in (self.path, self.path / "eval"):
+            remove_stale_temps(folder)  # half-written files of a killed earlier attempt
         if not (self.path / "config.yaml").is_file():
             write_text(self.path / "config.yaml", yaml.safe_dump(self.cfg.science(), sort_keys=False))
         timings = self.path / "timings.json"

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fastccfs import datasets
+from fastccfs.atomic import remove_stale_temps
 from fastccfs.errors import UserError
 
 FORMAT_VERSION = 2
@@ -35,6 +36,14 @@ _INLINE_DECODE = 2000
 
 def default_cache() -> Path:
     return Path(os.environ.get("FASTCCFS_CACHE") or Path.home() / ".cache" / "fastccfs")
+
+
+# What every store's meta.json holds (Store.open checks them).
+_META_KEYS = {"format_version", "dataset", "split", "classes", "mean", "std", "num_samples", "image_shape"}
+
+
+class DamagedStore(UserError):
+    """A store whose files disagree with its meta.json: convert rebuilds it from its source."""
 
 
 @dataclass
@@ -55,14 +64,23 @@ class Store:
             meta = json.loads(files[2].read_text())
         except ValueError:
             meta = None
-        if not isinstance(meta, dict):
-            raise UserError(f"{files[2]} is damaged: delete {path} and run `fastccfs convert` again")
+        damaged = f"delete {path} and run `fastccfs convert` again"
+        if not isinstance(meta, dict) or not _META_KEYS <= set(meta):
+            raise DamagedStore(f"{files[2]} is damaged (not a store's meta.json): {damaged}")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise UserError(f"{path} was written by another fastccfs version: run `fastccfs convert` again")
-        images = np.load(files[0], mmap_mode="r")
-        labels = np.load(files[1])
-        if len(images) != len(labels) or images.ndim != 4 or images.shape[3] != 3:
-            raise UserError(f"{path}: images {images.shape} and labels {labels.shape} disagree: delete it and convert again")
+            raise DamagedStore(f"{path} was written by another fastccfs version: run `fastccfs convert` again")
+        try:
+            images = np.load(files[0], mmap_mode="r")
+            labels = np.load(files[1])
+        except (ValueError, OSError, EOFError) as e:  # truncated: the header promises more than the file holds
+            raise DamagedStore(f"{path}: images.npy or labels.npy is truncated or damaged ({e}): {damaged}") from None
+        n, shape = meta["num_samples"], tuple(meta["image_shape"])
+        if images.dtype != np.uint8 or images.shape != (n, *shape) or len(shape) != 3 or shape[2] != 3:
+            raise DamagedStore(f"{files[0]} holds {images.dtype} {images.shape}, meta.json says uint8 "
+                               f"{(n, *shape)}: {damaged}")
+        if labels.dtype != np.int64 or labels.shape != (n,) or (n and not 0 <= labels.min() <= labels.max()
+                                                                < len(meta["classes"])):
+            raise DamagedStore(f"{files[1]} does not hold {n} labels of the {len(meta['classes'])} classes: {damaged}")
         return cls(path, images, labels, meta)
 
     def __len__(self) -> int:
@@ -120,6 +138,13 @@ def convert(
 
     A built-in dataset whose source is not under ROOT but which was converted before (into CACHE) is
     served from that store, with a note saying so."""
+    if size is not None and size < 1:
+        raise UserError(f"--size must be a positive number of pixels, got {size}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    cache_dir = Path(cache or default_cache())
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise UserError(f"the cache {cache_dir} is a file: pass --cache DIR (or set FASTCCFS_CACHE) to a folder")
     try:
         source = datasets.locate(dataset, root, download)
     except UserError as e:
@@ -129,14 +154,26 @@ def convert(
     fingerprint = source.fingerprint({"size": size, "format": FORMAT_VERSION})
     out = Path(cache or default_cache()) / source.name
     if all(_up_to_date(out / split, fingerprint) for split in SPLITS):
-        return {split: Store.open(out / split) for split in SPLITS}
+        try:
+            return {split: Store.open(out / split) for split in SPLITS}
+        except DamagedStore as e:  # its source is here: write it again
+            print(f"fastccfs: note: {e.args[0].split(':')[0]} is damaged; converting {source.name} again",
+                  file=sys.stderr)
 
     raw = datasets.read(source)
     workers = workers or os.cpu_count() or 1
     # Both splits are written into one temporary folder that replaces CACHE/<name> at the end:
     # a dataset's store is complete or absent, never a train split without its test split.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{source.name}.tmp-"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out.parent)  # what a killed convert left behind
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{source.name}.tmp-{os.getpid()}-"))
+    except OSError as e:
+        raise UserError(f"cannot write the store into {out.parent} ({e.strerror}): pass --cache DIR (or set "
+                        "FASTCCFS_CACHE) to a folder you can write") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700: a shared cache needs the usual permissions
     try:
         shape = None  # every split shares the train images' H×W
         mean, std = raw.mean, raw.std
@@ -236,6 +273,7 @@ def _write_images(path, part, shape, size, workers, desc, progress) -> np.ndarra
     if part.pixels is not None:
         if shape is not None and part.pixels.shape[1:] != shape:
             raise UserError(f"{desc}: images are {part.pixels.shape[1:]} but the train split's are {shape}")
+        _check_space(path, part.pixels.shape, desc)
         images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=part.pixels.shape)
         images[:] = part.pixels
         images.flush()
@@ -244,6 +282,7 @@ def _write_images(path, part, shape, size, workers, desc, progress) -> np.ndarra
     if shape is None:  # the first image fixes H×W for the dataset (unless --size resizes all)
         zf = zipfile.ZipFile(part.archive) if part.archive else None
         shape = datasets.decode(datasets.read_bytes(part.files[0], zf), _where(part.archive, part.files[0]), size).shape
+    _check_space(path, (len(part), *shape), desc)
     images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(part), *shape))
     n = len(part.files)
     with tqdm(total=n, desc=f"convert {desc}", unit="img", disable=not progress) as bar:
@@ -253,7 +292,8 @@ def _write_images(path, part, shape, size, workers, desc, progress) -> np.ndarra
             step = max(256, n // (workers * 8))
             jobs = [(str(path), s, part.files[s : s + step], part.archive, size, shape) for s in range(0, n, step)]
             # fork: workers inherit the imported modules and start in milliseconds.
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=_die_with_parent) as pool:
                 futures = {pool.submit(_decode_job, job) for job in jobs}
                 while futures:
                     done, futures = wait(futures, return_when=FIRST_EXCEPTION)
@@ -265,6 +305,26 @@ def _write_images(path, part, shape, size, workers, desc, progress) -> np.ndarra
                         bar.update(f.result())
     images.flush()
     return images
+
+
+def _check_space(path: Path, shape, desc: str) -> None:
+    """Images are written through a memory map, where a full disk is a SIGBUS, not an error: check first."""
+    need = int(np.prod(shape)) + (1 << 20)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise UserError(f"{desc} needs {need / 1e9:.2f} GB free in {path.parents[2]}, which has {free / 1e9:.2f} GB: "
+                        "free some space or pass another --cache")
+
+
+def _die_with_parent() -> None:
+    """Decode workers end when the converting process does, even when it is killed with SIGKILL (Linux)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers still end with the pool on any other exit
+        pass
 
 
 def _where(archive: str | None, file: str) -> str:

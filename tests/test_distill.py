@@ -134,3 +134,17 @@ def test_distill_command_writes_the_cda_layout(own_run, cache, tmp_path, capsys)
     assert np.load(out / "distilled.npz")["images"].shape == (10, 32, 32, 3)
     assert main(["distill", "demo", "--ipc", "0", "--cache", str(cache), "--out", str(tmp_path / "x")]) == 2
     assert "need IPC ≥ 1" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_distilled_images_are_never_reused_under_other_settings(teacher, demo_stores, tmp_path):
+    store = demo_stores["train"]
+    cfg = DistillConfig(iterations=2, batch_size=10, seed=3)
+    distill(teacher, store.classes, 1, 32, store.mean, store.std, cfg, tmp_path / "d", progress=False)
+    before = np.load(tmp_path / "d" / "distilled.npz")["images"]
+    for other in (DistillConfig(iterations=3, batch_size=10, seed=3), DistillConfig(iterations=2, batch_size=10,
+                                                                                      seed=3, lr=0.1)):
+        with pytest.raises(UserError, match="distilled with other settings"):
+            distill(teacher, store.classes, 1, 32, store.mean, store.std, other, tmp_path / "d", progress=False)
+    with pytest.raises(UserError, match=r"other settings \(ipc\)"):
+        distill(teacher, store.classes, 2, 32, store.mean, store.std, cfg, tmp_path / "d", progress=False)
+    np.testing.assert_array_equal(np.load(tmp_path / "d" / "distilled.npz")["images"], before)

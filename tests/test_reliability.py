@@ -1,0 +1,114 @@
+"""Reliability: SIGTERM and killed processes leave nothing half-written behind, a full disk and a
+damaged store are one line (or a rebuild), and the small refusals of bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import FAST, REPO, run
+from fastccfs.cli import main
+from fastccfs.errors import UserError
+
+
+def test_sigterm_ends_a_run_cleanly_and_it_resumes(cache, tmp_path, demo_stores):
+    out = tmp_path / "term"
+    cmd = [sys.executable, "-m", "fastccfs", "run", "demo", "--cache", str(cache), "--out", str(out), *FAST,
+           "--teacher-epochs", "30", "--num-eval", "0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ((out / "run.log").exists() and "teacher: training" in (out / "run.log").read_text()) \
+            and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # inside the teacher's epochs
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    err = proc.stderr.read().strip().splitlines()
+    assert err[-1].startswith("fastccfs: terminated (SIGTERM)")
+    assert not list(out.glob(".*tmp*")) and not (out / "teacher.pt").exists()
+
+
+def test_stale_temporaries_of_killed_processes_are_removed(cache, tmp_path, demo_stores):
+    from fastccfs.store import convert
+
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    stale = cache / f".demo.tmp-{dead}-x1y2"
+    stale.mkdir()
+    (stale / "images.npy").write_bytes(b"\0" * 1000)
+    mine = cache / ".my-own-folder"
+    mine.mkdir()
+    # A convert that writes (another dataset into this cache) clears the dead process's folder.
+    np.savez(tmp_path / "tiny.npz", x_train=np.zeros((4, 8, 8, 3), np.uint8), y_train=np.array([0, 1, 0, 1]),
+             x_test=np.zeros((2, 8, 8, 3), np.uint8), y_test=np.array([0, 1]))
+    convert(str(tmp_path / "tiny.npz"), cache=cache, progress=False)
+    assert not stale.exists() and mine.exists()
+
+
+def test_run_dir_temporaries_of_a_killed_run_are_removed_on_resume(own_run, cache, tmp_path):
+    import shutil
+
+    out = tmp_path / "resume"
+    shutil.copytree(own_run, out)
+    dead = 2**22 + 12345
+    (out / f".teacher.pt.tmp-{dead}").write_bytes(b"half")
+    (out / "eval" / f".convnet_bn_0.json.tmp-{dead}").write_text("{")
+    assert run(cache, out, "--teacher-epochs", "2", "--num-eval", "1") == 0
+    assert not list(out.rglob(".*.tmp-*"))
+
+
+def test_a_full_disk_is_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from fastccfs import store
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    assert main(["convert", "demo", "--cache", str(tmp_path / "c"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs 0.01 GB free in" in err and "\n" not in err
+    assert not [p for p in (tmp_path / "c").iterdir()]  # no temp left
+
+
+def test_a_damaged_store_is_rebuilt_from_its_source_or_named(tmp_path, capsys):
+    from fastccfs.store import Store, convert
+
+    cache = tmp_path / "c"
+    stores = convert("demo", cache=cache, progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(cache / "demo").st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700: a cache can be shared
+    labels = stores["train"].path / "labels.npy"
+    labels.write_bytes(labels.read_bytes()[:200])  # truncated
+    again = convert("demo", cache=cache, progress=False)  # the source is the bundled zip: rebuilt
+    assert "is damaged; converting demo again" in capsys.readouterr().err and len(again["train"]) == 3000
+    meta = again["test"].path / "meta.json"
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "num_samples"}))
+    with pytest.raises(UserError, match="meta.json is damaged .*delete .* and run `fastccfs convert` again"):
+        Store.open(again["test"].path)
+    images = again["train"].path / "images.npy"
+    images.write_bytes(images.read_bytes()[:5000])
+    with pytest.raises(UserError, match="truncated or damaged"):
+        Store.open(again["train"].path)
+
+
+def test_small_refusals(tmp_path, capsys):
+    from fastccfs.config import resolve_run_config
+    from fastccfs.datasets import decode
+
+    for args, message in ((["convert", "demo", "--size", "0"], "--size must be a positive"),
+                          (["convert", "demo", "--workers", "-1"], "--workers must be at least 1")):
+        assert main([*args, "--cache", str(tmp_path / "c")]) == 2
+        assert message in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["convert", "demo", "--cache", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    with pytest.raises(UserError) as e:
+        decode(b"not an image", "class_a/img1.jpg", None)
+    assert "BytesIO" not in str(e.value) and str(e.value).startswith("class_a/img1.jpg: cannot decode image")
+    # The demo preset starts from random real images; a distilled set given by the user replaces that.
+    assert resolve_run_config("demo", None, None, {"distilled": "x"}).init == "none"
+    assert resolve_run_config("demo", None, None, {}).init == "random"
