@@ -531,7 +531,7 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
 
         for store in stores.values():
             convert_store(store, cfg.loader, progress=progress)
-    run_dir.create()
+    run_dir.create(run_dir.check_data(stores))
     try:
         with RunLog(run_dir.path / "run.log", quiet=not progress) as logger:
             try:

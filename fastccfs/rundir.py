@@ -18,7 +18,7 @@ from fastccfs.config import RunConfig
 from fastccfs.errors import UserError
 
 # Files a run directory holds before any stage has finished: removing them loses no work.
-_BOOKKEEPING = {"config.yaml", "run.log", "timings.json"}
+_BOOKKEEPING = {"config.yaml", "data.json", "run.log", "timings.json"}
 
 
 class RunDir:
@@ -49,11 +49,25 @@ class RunDir:
         elif path.is_dir() and any(path.iterdir()):
             raise UserError(f"--out {path} is a folder that holds other files: pass a new or empty folder")
 
-    def create(self) -> None:
-        """Make the folder (if new) and write config.yaml; the run owns the folder from here."""
+    def check_data(self, stores: dict) -> dict:
+        """Refuse to resume a run on other data (data.json: each split's content fingerprint)."""
+        data = {split: store.content_fingerprint() for split, store in stores.items()}
+        record = self.path / "data.json"
+        if record.is_file() and json.loads(record.read_text()) != data:
+            raise UserError(f"{self.path} was started on other data (the {self.cfg.dataset} store has changed "
+                            "since: samples moved, added or removed): pass another --out")
+        return data
+
+    def create(self, data: dict) -> None:
+        """Make the folder (if new), write config.yaml and data.json; the run owns the folder from here."""
         if not self.path.exists():
-            self.path.mkdir(parents=True)
+            try:
+                self.path.mkdir(parents=True)
+            except OSError as e:
+                raise UserError(f"cannot make the run directory {self.path} ({e.strerror}): pass another --out") from None
             self.created = True
+        if not (self.path / "data.json").is_file():
+            write_json(self.path / "data.json", data)
         for folder in (self.path, self.path / "eval"):
             remove_stale_temps(folder)  # half-written files of a killed earlier attempt
         if not (self.path / "config.yaml").is_file():

@@ -11,6 +11,7 @@ and checked once per epoch, so the loop never waits on the device per step.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -193,8 +194,16 @@ def folded(model: nn.Module) -> nn.Module:
 
     try:
         return fuse(model, inplace=False)
-    except Exception:  # tracing failures have many types (TraceError, TypeError, …); folding is optional
+    except Exception as e:  # tracing failures have many types (TraceError, TypeError, …); folding is optional
+        name = type(model).__name__
+        if name not in _UNFOLDED:
+            _UNFOLDED.add(name)
+            print(f"fastccfs: note: BatchNorm not folded into {name}'s convolutions ({type(e).__name__}); "
+                  "it infers unfused (same logits, slower)", file=sys.stderr)
         return model
+
+
+_UNFOLDED: set = set()  # models whose folding failure was reported (once per process)
 
 
 @torch.no_grad()

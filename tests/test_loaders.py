@@ -189,3 +189,21 @@ def test_make_loader_by_name_and_unknown_backend(demo_stores, cache):
         make_loader(demo_stores["train"], backend="dali2")
     with pytest.raises(UserError, match="run `fastccfs convert nope"):
         make_loader("nope", cache=cache)
+
+
+def test_torch_backend_crops_are_fixed_by_seed_and_epoch(demo):
+    """The transforms run in DataLoader workers: their randomness comes from (seed, epoch, sample) alone."""
+    def epoch_batches(loader):
+        return [x for x, _, _ in loader]
+
+    subset = np.arange(0, 3000, 10)
+    a = make_loader(demo, backend="torch", batch_size=100, device="cpu", seed=3, num_workers=2, indices=subset)
+    b = make_loader(demo, backend="torch", batch_size=100, device="cpu", seed=3, num_workers=0, indices=subset)
+    first, other = epoch_batches(a), epoch_batches(b)
+    assert all(torch.equal(x, y) for x, y in zip(first, other))  # workers or not: the same crops
+    second = epoch_batches(a)
+    assert not torch.equal(first[0], second[0])  # a new epoch, new crops
+    a.set_epoch(0)
+    assert all(torch.equal(x, y) for x, y in zip(first, epoch_batches(a)))  # replayed
+    c = make_loader(demo, backend="torch", batch_size=100, device="cpu", seed=4, num_workers=0, indices=subset)
+    assert not torch.equal(first[0], epoch_batches(c)[0])

@@ -112,3 +112,24 @@ def test_small_refusals(tmp_path, capsys):
     # The demo preset starts from random real images; a distilled set given by the user replaces that.
     assert resolve_run_config("demo", None, None, {"distilled": "x"}).init == "none"
     assert resolve_run_config("demo", None, None, {}).init == "random"
+
+
+def test_a_run_is_not_resumed_on_other_data(own_run, cache, tmp_path, capsys, demo_stores):
+    import shutil
+
+    from fastccfs.store import Store
+
+    train = demo_stores["train"]
+    copy = tmp_path / "store"
+    shutil.copytree(train.path, copy)
+    labels = np.load(copy / "labels.npy")
+    labels[0] = (labels[0] + 1) % 10  # one train image moved to another class
+    np.save(copy / "labels.npy", labels)
+    assert Store.open(copy).content_fingerprint() != train.content_fingerprint()
+    out = tmp_path / "resume"
+    shutil.copytree(own_run, out)
+    assert json.loads((out / "data.json").read_text())["train"] == train.content_fingerprint()
+    (out / "data.json").write_text(json.dumps({"train": Store.open(copy).content_fingerprint(),
+                                               "test": demo_stores["test"].content_fingerprint()}))
+    assert run(cache, out, "--teacher-epochs", "2", "--num-eval", "1") == 2
+    assert "was started on other data" in capsys.readouterr().err

@@ -15,16 +15,23 @@ from fastccfs.loaders.order import epoch_order
 
 
 class _ImagesDataset(Dataset):
-    def __init__(self, images, labels, ids, transform):
-        self.images, self.labels, self.ids, self.transform = images, labels, ids, transform
+    """Sample (i, epoch) → (transformed image, label, id). The transforms draw from torch's generator, seeded
+    per (seed, epoch, i): an epoch's crops are the same whatever the workers, and set_epoch(e) replays them."""
+
+    def __init__(self, images, labels, ids, transform, seed: int):
+        self.images, self.labels, self.ids, self.transform, self.seed = images, labels, ids, transform, seed
 
     def __len__(self):
         return len(self.labels)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
         from PIL import Image
 
-        return self.transform(Image.fromarray(np.asarray(self.images[i]))), int(self.labels[i]), int(self.ids[i])
+        i, epoch = key
+        with torch.random.fork_rng(devices=[]):  # leaves the caller's generator as it was (num_workers=0)
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0]))
+            x = self.transform(Image.fromarray(np.asarray(self.images[i])))
+        return x, int(self.labels[i]), int(self.ids[i])
 
 
 class _EpochSampler(Sampler):
@@ -36,8 +43,8 @@ class _EpochSampler(Sampler):
 
     def __iter__(self):
         lo = self.loader
-        return iter(epoch_order(len(lo.labels), lo.seed, lo.epoch, lo.shuffle, lo.rank, lo.world_size,
-                                pad=lo.augment).tolist())
+        order = epoch_order(len(lo.labels), lo.seed, lo.epoch, lo.shuffle, lo.rank, lo.world_size, pad=lo.augment)
+        return iter([(i, lo.epoch) for i in order.tolist()])
 
 
 class TorchLoader:
@@ -69,7 +76,7 @@ class TorchLoader:
         steps = [crop, T.RandomHorizontalFlip(flip)] if crop else []
         transform = T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
         self.dataloader = DataLoader(
-            _ImagesDataset(images, self.labels, self.ids, transform), batch_size=batch_size,
+            _ImagesDataset(images, self.labels, self.ids, transform, seed), batch_size=batch_size,
             sampler=_EpochSampler(self), drop_last=drop_last, num_workers=num_workers,
             persistent_workers=persistent_workers and num_workers > 0,
             pin_memory=self.device.type == "cuda",
