@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu.sh            # on the GPU machine
 #   bash benchmarks/gpu.sh --smoke    # anywhere (CI checks this)
 # The interpreter: $PYTHON when set (as the Makefile and the tests set it), else the project's .venv,
-# else python3 — never the bare PATH `python`, which on a fresh machine has no torch.
+# else `python3` — never the bare PATH `python`, which on a fresh machine has no torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${PYTHON:-}" ]; then
