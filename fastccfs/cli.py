@@ -52,9 +52,10 @@ def _export(args) -> None:
 
     from fastccfs.config import RunConfig
     from fastccfs.store import convert
-    from fastccfs.synthetic import SyntheticSet, export_imagefolder
+    from fastccfs.synthetic import SyntheticSet, check_export_target, export_imagefolder
     import yaml
 
+    check_export_target(args.out)  # before the store is opened or rebuilt
     run_dir = Path(args.run_dir)
     if not (run_dir / "synthetic_set.npz").is_file():
         raise UserError(f"{run_dir} has no synthetic_set.npz: the run has not finished its selection")

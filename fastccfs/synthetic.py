@@ -34,16 +34,22 @@ class SyntheticSet:
                 "extra_labels": self.distilled_labels}
 
 
-def export_imagefolder(synthetic: SyntheticSet, store, out: str | os.PathLike) -> Path:
-    """Write the set as PNGs in an ImageFolder (OUT/<class>/distilled_00000.png, real_012345.png)."""
-    from PIL import Image
-
+def check_export_target(out: str | os.PathLike) -> Path:
+    """OUT must be new or an empty folder: export never replaces files it did not write."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         from fastccfs.errors import UserError
 
         raise UserError(f"--out {out} exists and is not an empty folder: pass a new folder (export never "
                         "replaces files it did not write)")
+    return out
+
+
+def export_imagefolder(synthetic: SyntheticSet, store, out: str | os.PathLike) -> Path:
+    """Write the set as PNGs in an ImageFolder (OUT/<class>/distilled_00000.png, real_012345.png)."""
+    from PIL import Image
+
+    out = check_export_target(out)
     if out.is_dir():
         out.rmdir()  # empty: the export takes its place
     with atomic_path(out) as tmp:
