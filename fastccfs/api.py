@@ -79,11 +79,10 @@ def distill(dataset: str, ipc: int, out: str | os.PathLike | None = None, *, tea
     kept as OUT/teacher.pt (a later call reuses it). options: iterations, lr, r_bn, batch_size, jitter,
     image_format, amp, seed (defaults: configs/distill.yaml).
     """
-    from fastccfs.atomic import atomic_path
     from fastccfs.config import resolve_run_config
     from fastccfs.cda import DistillConfig, dataset_defaults
     from fastccfs.cda import distill as recover_all
-    from fastccfs.models import create_model, load_checkpoint
+    from fastccfs.models import create_model, load_checkpoint, save_checkpoint
     from fastccfs.pipeline import Context, resolve_device, train_teacher
     from fastccfs.store import convert
 
@@ -107,13 +106,10 @@ def distill(dataset: str, ipc: int, out: str | os.PathLike | None = None, *, tea
     elif (out / "teacher.pt").is_file():
         load_checkpoint(net, out / "teacher.pt")
     else:  # the teacher `fastccfs run` would train for this dataset, kept beside the images
-        import torch
-
         run_cfg = resolve_run_config(dataset, ipc, None, {"teacher_model": teacher_model, "seed": cfg.seed,
                                                           "root": root, "cache": cache}, quiet=True)
         net, _, _ = train_teacher(Context(run_cfg, out, train, stores["test"], device, progress))
-        with atomic_path(out / "teacher.pt") as tmp:
-            torch.save({"model": net.state_dict()}, tmp)
+        save_checkpoint(net, out / "teacher.pt")
     net.to(device).eval()
     return recover_all(net, train.classes, ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
                        progress=progress)

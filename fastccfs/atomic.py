@@ -5,6 +5,8 @@ import json
 import os
 import re
 import shutil
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,6 +59,52 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+class PidLock:
+    """A lock file holding its owner's PID: taken with O_EXCL, released by removing it, and taken over
+    when its owner is no longer alive (a killed process cannot release it)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.held = False
+
+    def owner(self) -> int | None:
+        """The PID of a live owner other than this process, else None."""
+        try:
+            pid = int(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return None
+        return pid if pid and pid != os.getpid() and _alive(pid) else None
+
+    def acquire(self, wait: bool = False, waiting_message: str = "", poll: float = 1.0) -> bool:
+        """Take the lock; if a live process holds it: False at once, or (wait=True) wait for it, printing
+        waiting_message once. Returns True when taken."""
+        told = False
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid = self.owner()
+                if pid is None:  # its owner is gone: take it over
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if not wait:
+                    return False
+                if not told and waiting_message:
+                    print(waiting_message.format(pid=pid), file=sys.stderr, flush=True)
+                    told = True
+                time.sleep(poll)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self.held = True
+            return True
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

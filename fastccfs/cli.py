@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 
@@ -260,6 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"fastccfs: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno != errno.ENOSPC or args.debug:
+            raise
+        # Everything is written to a temporary path first: what was half-written is gone already.
+        print(f"fastccfs: error: the disk is full (writing {e.filename or 'a file'}): free some space and run the "
+              "same command again; a run resumes after its last finished stage", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fastccfs: interrupted", file=sys.stderr)

@@ -74,6 +74,18 @@ def create_model(name: str, num_classes: int, image_size: int = 32) -> nn.Module
     return small_image_stem(model, name) if image_size <= 64 else model
 
 
+def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
+    """{'model': state_dict} at PATH, atomically. Serialised in memory first, then written as bytes: a
+    full disk is then an OSError (ENOSPC) and not torch's writer error."""
+    import io
+
+    from fastccfs.atomic import write_bytes
+
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict()}, buf)
+    write_bytes(path, buf.getvalue())
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load a checkpoint saved by fastccfs, torchvision's reference scripts or the CCFS code; a file that
     is not one, or does not fit MODEL, is a one-line error saying why."""

@@ -36,7 +36,7 @@ from fastccfs.atomic import atomic_path, save_arrays, write_json, write_text
 from fastccfs.config import MODEL_NAMES, RunConfig
 from fastccfs.errors import UserError
 from fastccfs.loaders import make_loader
-from fastccfs.models import create_model, load_checkpoint
+from fastccfs.models import create_model, load_checkpoint, save_checkpoint
 from fastccfs.rundir import RunDir, RunLog
 from fastccfs.scores import ForgettingCounter, load_scores, logit_difficulty, score_kind
 from fastccfs.store import Store, convert
@@ -239,8 +239,7 @@ def stage_teacher(ctx: Context) -> tuple[torch.nn.Module, np.ndarray]:
         save_arrays(out / "forgetting.npz", scores=forgetting, kind="forgetting")
         write_json(out / "teacher_training.json", {"seconds": history["seconds"], "images": history["images"],
                                                    "loss": history["loss"], "train_acc": history["train_acc"]})
-        with atomic_path(out / "teacher.pt") as tmp:  # last: marks the stage finished
-            torch.save({"model": teacher.state_dict()}, tmp)
+        save_checkpoint(teacher, out / "teacher.pt")  # last: marks the stage finished
     if not (out / "teacher.json").is_file():
         logits, labels, _ = predict(teacher, ctx.eval_loader(ctx.train), ctx.device, cfg.amp)
         pred = logits.argmax(1)
@@ -531,8 +530,9 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
 
         for store in stores.values():
             convert_store(store, cfg.loader, progress=progress)
-    run_dir.create(run_dir.check_data(stores))
+    data = run_dir.check_data(stores)
     try:
+        run_dir.create(data)
         with RunLog(run_dir.path / "run.log", quiet=not progress) as logger:
             try:
                 summary = _run_stages(cfg, run_dir, stores, device, progress, logger)
@@ -540,8 +540,10 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
                 logger.log(f"fastccfs: error: {e}")
                 raise
     except BaseException:
+        run_dir.release()
         run_dir.abandon()
         raise
+    run_dir.release()
     return summary
 
 

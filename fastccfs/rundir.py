@@ -13,12 +13,12 @@ from pathlib import Path
 
 import yaml
 
-from fastccfs.atomic import remove_stale_temps, write_json, write_text
+from fastccfs.atomic import PidLock, remove_stale_temps, write_json, write_text
 from fastccfs.config import RunConfig
 from fastccfs.errors import UserError
 
 # Files a run directory holds before any stage has finished: removing them loses no work.
-_BOOKKEEPING = {"config.yaml", "data.json", "run.log", "timings.json"}
+_BOOKKEEPING = {"config.yaml", "data.json", "run.log", "timings.json", ".lock"}
 
 
 class RunDir:
@@ -26,6 +26,10 @@ class RunDir:
         self.path, self.cfg = Path(path), cfg
         self.created = False
         self.timings = {}
+        self.lock = PidLock(self.path / ".lock")
+
+    def release(self) -> None:
+        self.lock.release()
 
     def check(self) -> None:
         """Refuse a folder that is not this run's before anything is computed; writes nothing."""
@@ -46,7 +50,7 @@ class RunDir:
             if changed:
                 raise UserError(f"{path} holds a run with other settings ({', '.join(changed)}): "
                                 "pass another --out, or the same settings to resume it")
-        elif path.is_dir() and any(path.iterdir()):
+        elif path.is_dir() and any(p.name != ".lock" for p in path.iterdir()):
             raise UserError(f"--out {path} is a folder that holds other files: pass a new or empty folder")
 
     def check_data(self, stores: dict) -> dict:
@@ -59,13 +63,17 @@ class RunDir:
         return data
 
     def create(self, data: dict) -> None:
-        """Make the folder (if new), write config.yaml and data.json; the run owns the folder from here."""
+        """Make the folder (if new), take its lock, write config.yaml and data.json; the run owns the
+        folder from here until release()."""
         if not self.path.exists():
             try:
                 self.path.mkdir(parents=True)
             except OSError as e:
                 raise UserError(f"cannot make the run directory {self.path} ({e.strerror}): pass another --out") from None
             self.created = True
+        if not self.lock.acquire():
+            raise UserError(f"another fastccfs process (pid {self.lock.owner()}) is running the run in {self.path}: "
+                            "wait for it to finish, or pass another --out")
         if not (self.path / "data.json").is_file():
             write_json(self.path / "data.json", data)
         for folder in (self.path, self.path / "eval"):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fastccfs import datasets
-from fastccfs.atomic import remove_stale_temps
+from fastccfs.atomic import PidLock, remove_stale_temps
 from fastccfs.errors import UserError
 
 FORMAT_VERSION = 2
@@ -170,17 +170,34 @@ def convert(
             print(f"fastccfs: note: {e.args[0].split(':')[0]} is damaged; converting {source.name} again",
                   file=sys.stderr)
 
-    raw = datasets.read(source)
-    workers = workers or os.cpu_count() or 1
-    # Both splits are written into one temporary folder that replaces CACHE/<name> at the end:
-    # a dataset's store is complete or absent, never a train split without its test split.
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(out.parent)  # what a killed convert left behind
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{source.name}.tmp-{os.getpid()}-"))
+        lock = PidLock(out.parent / f".{source.name}.lock")
+        # Another process converting the same dataset: wait for it, then use what it wrote.
+        lock.acquire(wait=True, waiting_message=f"fastccfs: waiting for process {{pid}}, which is converting "
+                                                f"{source.name} into {out.parent}")
     except OSError as e:
         raise UserError(f"cannot write the store into {out.parent} ({e.strerror}): pass --cache DIR (or set "
                         "FASTCCFS_CACHE) to a folder you can write") from None
+    try:
+        if all(_up_to_date(out / split, fingerprint) for split in SPLITS):
+            try:
+                return {split: Store.open(out / split) for split in SPLITS}
+            except DamagedStore:
+                pass
+        _write_store(source, out, fingerprint, size, workers or os.cpu_count() or 1, progress)
+    finally:
+        lock.release()
+    return {split: Store.open(out / split) for split in SPLITS}
+
+
+def _write_store(source, out: Path, fingerprint: str, size, workers: int, progress: bool) -> None:
+    """Decode SOURCE into CACHE/<name>/{train,test}. Both splits are written into one temporary folder
+    that replaces CACHE/<name> at the end: a store is complete or absent, never a train split without
+    its test split."""
+    raw = datasets.read(source)
+    remove_stale_temps(out.parent)  # what a killed convert left behind
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{source.name}.tmp-{os.getpid()}-"))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700: a shared cache needs the usual permissions
@@ -221,7 +238,6 @@ def convert(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {split: Store.open(out / split) for split in SPLITS}
 
 
 _NOTED = set()  # stores whose "served from the cache" note was printed (once per process)

@@ -133,3 +133,68 @@ def test_a_run_is_not_resumed_on_other_data(own_run, cache, tmp_path, capsys, de
                                                "test": demo_stores["test"].content_fingerprint()}))
     assert run(cache, out, "--teacher-epochs", "2", "--num-eval", "1") == 2
     assert "was started on other data" in capsys.readouterr().err
+
+
+def _live_process():
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_a_run_directory_in_use_is_refused_and_a_dead_owners_lock_taken_over(own_run, cache, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "locked"
+    shutil.copytree(own_run, out)
+    other = _live_process()
+    try:
+        (out / ".lock").write_text(str(other.pid))
+        assert run(cache, out, "--teacher-epochs", "2", "--num-eval", "1") == 2
+        assert f"another fastccfs process (pid {other.pid}) is running the run in" in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
+    assert run(cache, out, "--teacher-epochs", "2", "--num-eval", "1") == 0  # its owner is gone: taken over
+    assert not (out / ".lock").exists()
+
+
+def test_a_store_being_written_by_another_process_is_waited_for(tmp_path, capsys):
+    from fastccfs.store import convert
+
+    cache = tmp_path / "c"
+    cache.mkdir()
+    import threading
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    threading.Thread(target=other.wait).start()  # reaped when it ends, as its own parent would
+    (cache / ".demo.lock").write_text(str(other.pid))
+    stores = convert("demo", cache=cache, progress=False)
+    assert f"waiting for process {other.pid}, which is converting demo" in capsys.readouterr().err
+    assert len(stores["train"]) == 3000 and not (cache / ".demo.lock").exists()
+
+
+def _in_small_tmpfs(size: str, folder, command: str) -> subprocess.CompletedProcess:
+    """COMMAND with a tmpfs of SIZE mounted at FOLDER in a private mount namespace (root, Linux)."""
+    folder.mkdir()
+    script = f"mount -t tmpfs -o size={size} tmpfs {folder} && {command}"
+    result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True,
+                            timeout=300, cwd=REPO)
+    if "unshare failed" in result.stderr or "mount:" in result.stderr and "permission denied" in result.stderr.lower():
+        pytest.skip(f"no private mount namespace here for a small disk: {result.stderr.strip()[:200]}")
+    return result
+
+
+def test_a_really_full_disk_is_one_line_with_nothing_half_written(cache, tmp_path, demo_stores):
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is absent: no private mount namespace for a small disk")
+    py = f"{sys.executable} -m fastccfs"
+    small = tmp_path / "small"
+    converted = _in_small_tmpfs("2m", small, f"{py} convert demo --cache {small}/cache --quiet; echo rc=$?; "
+                                             f"ls -A {small}/cache")
+    assert "needs 0.01 GB free in" in converted.stderr and "rc=2" in converted.stdout
+    assert converted.stdout.split("rc=2")[1].split() == []  # nothing left in the cache (the lock released)
+    ran = _in_small_tmpfs("400k", tmp_path / "tiny", f"{py} run demo --cache {cache} --out {tmp_path}/tiny/run "
+                                                     f"{' '.join(FAST)} --teacher-epochs 1 --num-eval 0; echo rc=$?; "
+                                                     f"ls -A {tmp_path}/tiny/run")
+    assert "fastccfs: error: the disk is full" in ran.stderr and "Traceback" not in ran.stderr, ran.stderr[-2000:]
+    assert "rc=2" in ran.stdout and ".tmp-" not in ran.stdout and ".lock" not in ran.stdout
