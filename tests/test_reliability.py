@@ -198,3 +198,20 @@ def test_a_really_full_disk_is_one_line_with_nothing_half_written(cache, tmp_pat
                                                      f"ls -A {tmp_path}/tiny/run")
     assert "fastccfs: error: the disk is full" in ran.stderr and "Traceback" not in ran.stderr, ran.stderr[-2000:]
     assert "rc=2" in ran.stdout and ".tmp-" not in ran.stdout and ".lock" not in ran.stdout
+
+
+def test_a_kill_during_an_atomic_write_leaves_the_old_file_or_none(tmp_path):
+    from fastccfs.atomic import remove_stale_temps
+
+    target = tmp_path / "phase_1.npz"
+    code = ("import numpy as np; from fastccfs.atomic import save_arrays\n"
+            f"save_arrays({str(target)!r}, big=np.ones((400, 1024, 1024), np.uint8))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".phase_1.npz.tmp-*")) and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not target.exists()  # the final name never holds a half-written file
+    left = list(tmp_path.glob(".phase_1.npz.tmp-*"))
+    assert left and remove_stale_temps(tmp_path) == left and not list(tmp_path.iterdir())
