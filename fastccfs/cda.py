@@ -169,8 +169,9 @@ def distill(teacher: nn.Module, classes: list[str], ipc: int, image_size: int, m
         if changed:
             raise UserError(f"{out} holds images distilled with other settings ({', '.join(changed)}): pass "
                             "another --out, or the same settings to reuse or resume them")
-    elif (out / "distilled.npz").is_file() or (out / ".parts").is_dir():
-        raise UserError(f"{out} holds distilled images without a record of their settings: pass another --out")
+    elif out.is_dir() and {p.name for p in out.iterdir()} - {"teacher.pt"}:  # teacher.pt: fastccfs.distill's own
+        raise UserError(f"{out} holds files this distillation did not write: pass a new or empty --out (its "
+                        "class folders would be replaced)")
     if (out / "distilled.npz").is_file():
         return out
     write_json(record, made_with)

@@ -366,6 +366,11 @@ def _read_imagefolder(source: Source) -> RawDataset:
         files, labels = [], []
         for cls in sorted(images[folder]):
             if cls not in index:
+                empty = (source.path / top / "train" / cls).is_dir() if source.path.is_dir() else any(
+                    n.startswith(f"{top}train/{cls}/") for n in tree.names)
+                if empty:
+                    raise UserError(f"{source.path}: {top}train/{cls}/ holds no images: every class needs train "
+                                    "images (add them, or remove the class from every split)")
                 raise UserError(f"{source.path}: {top}{folder}/{cls}/ is a class that {top}train/ does not have")
             names = sorted(images[folder][cls])
             files += [tree.file(n) for n in names]

@@ -271,8 +271,14 @@ def _up_to_date(path: Path, fingerprint: str) -> bool:
 
 
 def _replace_dir(new: Path, final: Path) -> None:
-    """Put NEW at FINAL; an older FINAL is moved aside first and removed after."""
+    """Put NEW at FINAL; an older FINAL (a store: nothing but its splits and forms) is moved aside first
+    and removed after. A FINAL that is not a store is never replaced."""
     old = None
+    if final.exists() and ({p.name for p in final.iterdir()} - {"train", "test", "ffcv", "dali"} or any(
+            (final / s).is_dir() and not {"images.npy", "meta.json"} & {p.name for p in (final / s).iterdir()}
+            for s in SPLITS)):
+        raise UserError(f"{final} exists and is not a fastccfs store: pass another --cache (convert never replaces "
+                        "files it did not write)")
     if final.exists():
         old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
         os.replace(final, old / final.name)

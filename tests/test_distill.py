@@ -148,3 +148,9 @@ def test_distilled_images_are_never_reused_under_other_settings(teacher, demo_st
     with pytest.raises(UserError, match=r"other settings \(ipc\)"):
         distill(teacher, store.classes, 2, 32, store.mean, store.std, cfg, tmp_path / "d", progress=False)
     np.testing.assert_array_equal(np.load(tmp_path / "d" / "distilled.npz")["images"], before)
+    mine = tmp_path / "mine" / "new000"
+    mine.mkdir(parents=True)
+    (mine / "class000_id000.png").write_bytes(b"the user's")
+    with pytest.raises(UserError, match="holds files this distillation did not write"):
+        distill(teacher, store.classes, 1, 32, store.mean, store.std, cfg, tmp_path / "mine", progress=False)
+    assert (mine / "class000_id000.png").read_bytes() == b"the user's"

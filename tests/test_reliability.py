@@ -215,3 +215,36 @@ def test_a_kill_during_an_atomic_write_leaves_the_old_file_or_none(tmp_path):
     assert not target.exists()  # the final name never holds a half-written file
     left = list(tmp_path.glob(".phase_1.npz.tmp-*"))
     assert left and remove_stale_temps(tmp_path) == left and not list(tmp_path.iterdir())
+
+
+def test_convert_never_replaces_a_folder_that_is_not_a_store(tmp_path, capsys):
+    cache = tmp_path / "data"
+    mine = cache / "demo"
+    mine.mkdir(parents=True)
+    (mine / "my-notes.txt").write_text("the user's")
+    assert main(["convert", "demo", "--cache", str(cache), "--quiet"]) == 2
+    assert "exists and is not a fastccfs store" in capsys.readouterr().err
+    assert (mine / "my-notes.txt").read_text() == "the user's" and not list(cache.glob(".demo.tmp-*"))
+
+
+def test_an_empty_train_class_is_named(tmp_path, capsys):
+    from PIL import Image
+
+    for split, cls in (("train", "cat"), ("train", "dog"), ("val", "cat"), ("val", "dog")):
+        (tmp_path / "ds" / split / cls).mkdir(parents=True)
+    for split in ("train", "val"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "ds" / split / "cat" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "ds" / "val" / "dog" / "b.png")
+    assert main(["convert", str(tmp_path / "ds"), "--cache", str(tmp_path / "c")]) == 2
+    assert "train/dog/ holds no images" in capsys.readouterr().err
+
+
+def test_a_run_directory_that_is_not_one_is_refused(cache, tmp_path, capsys):
+    (tmp_path / "empty-config").mkdir()
+    (tmp_path / "empty-config" / "config.yaml").write_text("")
+    (tmp_path / "a-file").write_text("mine")
+    for out, message in ((tmp_path / "empty-config", "is not a run's settings (empty or damaged)"),
+                         (tmp_path / "a-file", "is a file: pass a folder")):
+        assert run(cache, out) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "a-file").read_text() == "mine"
