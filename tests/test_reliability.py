@@ -248,3 +248,22 @@ def test_a_run_directory_that_is_not_one_is_refused(cache, tmp_path, capsys):
         assert run(cache, out) == 2
         assert message in capsys.readouterr().err
     assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_decode_workers_end_with_a_killed_convert(tiny_root, tmp_path):
+    cache = tmp_path / "c"
+    proc = subprocess.Popen([sys.executable, "-m", "fastccfs", "convert", "tiny-imagenet", "--root", str(tiny_root),
+                             "--cache", str(cache), "--workers", "2", "--quiet"], cwd=REPO)
+    deadline = time.time() + 120
+    children = []
+    while not children and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+        children = [int(p) for p in out.split()]
+    assert children, "the convert finished before its workers were seen"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)
+    alive = [p for p in children if os.path.exists(f"/proc/{p}") and
+             "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+    assert not alive
