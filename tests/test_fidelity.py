@@ -164,7 +164,7 @@ def test_reference_semantics_run(own_run, cache, tmp_path):
     scores = need(SCORES / "forgetting_CIFAR10.npy")
     out = tmp_path / "ref"
     assert run(cache, out, "--teacher", own_run / "teacher.pt", "--scores", scores, "--semantics", "reference",
-               "--alpha", "0.7", "--ipc", "90", "--num-eval", "0", "--no-filter-test") == 0
+               "--alpha", "0.7", "--ipc", "90", "--num-eval", "0", "--no-filter-test", "--epochs", "1") == 0
     phases = json.loads((out / "phases.json").read_text())
     assert [p["k_per_class"] for p in phases] == [10, 9, 9]  # int(90 · 0.7) = 62 random real to start
     assert all(p["inferred"] == 3000 and p["filled"] == 0 for p in phases)  # the reference predicts all
