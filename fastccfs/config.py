@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from fastccfs.errors import UserError
+from fastccfs.selection import COARSE, FINE, SEMANTICS  # numpy only: config stays importable without torch
 
 
 def configs_dir() -> Path:
@@ -36,6 +37,7 @@ def dataset_info(name: str) -> dict:
 # Every architecture fastccfs.models.create_model builds (torchvision's with the small-image stem, then the
 # dataset-distillation ConvNets).
 MODEL_NAMES = ("resnet18", "resnet50", "resnet101", "densenet121", "regnet_y_8gf", "convnet", "convnet_bn")
+LOADER_BACKENDS = ("tensor", "torch", "ffcv", "dali")  # fastccfs.loaders.BACKENDS
 
 
 def setting(default, help: str, choices=None, runtime: bool = False):
@@ -80,10 +82,8 @@ class RunConfig:
                                            "by the set's share of the train split (32 / 64 / 128)")
     alpha: float = setting(0.2, "fraction α of each class's IPC taken from the distilled part")
     phases: int = setting(3, "curriculum phases J")
-    coarse: str = setting("misclassified", "coarse rule on the filter's predictions",
-                          ("misclassified", "classified", "all"))
-    fine: str = setting("simple", "fine order per class: simplest first, hardest first, or random",
-                        ("simple", "hard", "random"))
+    coarse: str = setting("misclassified", "coarse rule on the filter's predictions", COARSE)
+    fine: str = setting("simple", "fine order per class: simplest first, hardest first, or random", FINE)
     score: str = setting("forgetting", "difficulty score", ("forgetting", "cscore", "logits"))
     scores: str | None = setting(None, "score file (published forgetting .npy, c-score .npz); none: forgetting "
                                        "counted while training the teacher here")
@@ -103,12 +103,12 @@ class RunConfig:
     distill_r_bn: float | None = setting(None, "built-in distillation BN-statistics weight; none: "
                                                "configs/distill.yaml")
     num_eval: int = setting(5, "evaluation runs (seeds) per model; 0: no evaluation")
-    loader: str = setting("tensor", "loader backend", ("tensor", "torch", "ffcv", "dali"))
+    loader: str = setting("tensor", "loader backend", LOADER_BACKENDS)
     amp: str = setting("auto", "bf16 autocast: auto (bf16 on CUDA, fp32 on CPUs), bf16, off", ("auto", "bf16", "off"))
     compile: bool = setting(False, "torch.compile the trained models", runtime=True)
     semantics: str = setting("fastccfs", "fastccfs: ties by index, fill short classes, ⌊α·IPC⌋ distilled; "
                                          "reference: the reference code's exact picks (set order, no fill, "
-                                         "int(IPC·α), file names in string order)", ("fastccfs", "reference"))
+                                         "int(IPC·α), file names in string order)", SEMANTICS)
     seed: int = setting(0, "the run's seed (every stage's randomness derives from it)")
 
     def science(self) -> dict:

@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from fastccfs import selection
-from fastccfs.atomic import atomic_path, save_arrays, write_json, write_text
+from fastccfs.atomic import atomic_path, save_arrays, write_json
 from fastccfs.config import MODEL_NAMES, RunConfig
 from fastccfs.errors import UserError
 from fastccfs.loaders import make_loader

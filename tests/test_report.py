@@ -5,7 +5,6 @@ import json
 import re
 import shutil
 
-import numpy as np
 from PIL import Image
 
 from fastccfs.cli import main

@@ -2,7 +2,6 @@
 errors, what a failed run leaves behind, run.log, and the cache fallback of convert."""
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -15,10 +15,9 @@ import os
 import numpy as np
 import torch
 
+from fastccfs.config import LOADER_BACKENDS as BACKENDS
 from fastccfs.errors import UserError
 from fastccfs.store import Store, find_store
-
-BACKENDS = ("tensor", "torch", "ffcv", "dali")
 
 
 def default_device() -> torch.device:
