@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from fastccfs.loaders import make_loader
 from fastccfs.models import create_model
+from fastccfs.precision import autocast_dtype
 from fastccfs.trainer import Recipe, _autocast, fit, folded, kd_loss, memory_format
 
 IMAGES, BATCH = 2560, 128
@@ -31,10 +32,11 @@ def test_train_epoch(benchmark, stores, model_name, path):
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         batches = [(torch.randn(BATCH, 3, 32, 32).contiguous(memory_format=fmt), torch.randint(0, 10, (BATCH,)))
                    for _ in range(IMAGES // BATCH)]
+        dtype = autocast_dtype(device, "auto", model, (BATCH, 3, 32, 32))  # what fit() decides
 
         def epoch():
             for x, y in batches:
-                with _autocast(device, "auto"):
+                with _autocast(dtype, device):
                     loss = F.cross_entropy(model(x).float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -46,6 +46,10 @@ def machine() -> dict:
         info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
     except (OSError, StopIteration):
         pass
+    from fastccfs.precision import cpu_has_native_bf16
+
+    info["native_bf16"] = cpu_has_native_bf16()
+    info["threads"] = torch.get_num_threads()
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

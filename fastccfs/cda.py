@@ -42,7 +42,7 @@ class DistillConfig:
     jitter: int = 4
     first_bn_multiplier: float = 10.0
     milestone: float = 1.0
-    amp: str = "auto"  # bf16 on CUDA, fp32 on CPUs; bf16 left the loss terms within 0.03 % of fp32
+    amp: str = "auto"  # precision.autocast_dtype; bf16 left the loss terms within 0.03 % of fp32
     image_format: str = "png"
     seed: int = 0
 
@@ -108,6 +108,7 @@ def recover(teacher: nn.Module, targets: torch.Tensor, image_size: int, mean, st
     """Optimise one batch of images for `targets`; returns uint8 N×H×W×3 and the loss history."""
     from tqdm import tqdm
 
+    from fastccfs.precision import autocast_dtype
     from fastccfs.trainer import _autocast
 
     device = torch.device(device)
@@ -123,12 +124,14 @@ def recover(teacher: nn.Module, targets: torch.Tensor, image_size: int, mean, st
     targets = targets.to(device)
     stats = BNStatistics(teacher, cfg.first_bn_multiplier)
     history = {"ce": [], "bn": []}
+    # the dtype of a training step of the teacher at this batch: recovery's cost is the same forward + backward
+    dtype = autocast_dtype(device, cfg.amp, teacher, tuple(x.shape), train=True)
     try:
         bar = tqdm(range(cfg.iterations), desc=desc, disable=not progress, leave=False)
         for it in bar:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * it / cfg.iterations))
-            with _autocast(device, cfg.amp):
+            with _autocast(dtype, device):
                 logits = teacher(_augment(x, cfg, it, gen))
             loss_ce = F.cross_entropy(logits.float(), targets)
             loss_bn = stats.pop()

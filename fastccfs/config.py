@@ -104,7 +104,7 @@ class RunConfig:
                                                "configs/distill.yaml")
     num_eval: int = setting(5, "evaluation runs (seeds) per model; 0: no evaluation")
     loader: str = setting("tensor", "loader backend", LOADER_BACKENDS)
-    amp: str = setting("auto", "bf16 autocast: auto (bf16 on CUDA, fp32 on CPUs), bf16, off", ("auto", "bf16", "off"))
+    amp: str = setting("auto", "bf16 autocast: auto (bf16 on CUDA; on a CPU with native bf16 where measured faster for the model, else fp32), bf16, off", ("auto", "bf16", "off"))
     compile: bool = setting(False, "torch.compile the trained models", runtime=True)
     semantics: str = setting("fastccfs", "fastccfs: ties by index, fill short classes, ⌊α·IPC⌋ distilled; "
                                          "reference: the reference code's exact picks (set order, no fill, "

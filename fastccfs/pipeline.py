@@ -375,7 +375,7 @@ def curriculum_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teache
         if cfg.filter_test:  # not part of CCFS's cost, but what Fig. 4a plots
             record["filter_test_acc"] = accuracy(filt, ctx.eval_loader(ctx.test), ctx.device, cfg.amp)
         record.update(batch_size=history["batch_size"],
-                      train_images_per_s=history["images"] / max(history["seconds"], 1e-9))
+                      train_images_per_s=history["images"] / max(history["seconds"], 1e-9), train_dtype=history["dtype"])
         seconds["test_eval"], t = time.perf_counter() - t, time.perf_counter()
         coarse = cfg.coarse
     else:  # nothing to train a filter on (α = 0 without --init): the coarse stage has no filter

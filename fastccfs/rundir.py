@@ -25,7 +25,7 @@ class RunDir:
     def __init__(self, path, cfg: RunConfig):
         self.path, self.cfg = Path(path), cfg
         self.created = False
-        self.timings = {}
+        self.timings, self.precision = {}, {}
         self.lock = PidLock(self.path / ".lock")
 
     def release(self) -> None:
@@ -81,7 +81,8 @@ class RunDir:
         if not (self.path / "config.yaml").is_file():
             write_text(self.path / "config.yaml", yaml.safe_dump(self.cfg.science(), sort_keys=False))
         timings = self.path / "timings.json"
-        self.timings = json.loads(timings.read_text()).get("stages", {}) if timings.is_file() else {}
+        earlier = json.loads(timings.read_text()) if timings.is_file() else {}
+        self.timings, self.precision = earlier.get("stages", {}), earlier.get("precision", {})
 
     def abandon(self) -> None:
         """After a failure: remove the folder if this run made it and finished nothing in it."""
@@ -97,8 +98,13 @@ class RunDir:
         self.save_timings()
 
     def save_timings(self) -> None:
+        from fastccfs.bench import machine
+        from fastccfs.precision import decisions
+
+        # the dtype each model computed in under amp auto, and where: the figures' context
         write_json(self.path / "timings.json", {"stages": self.timings,
-                                                "total_s": round(sum(self.timings.values()), 3)})
+                                                "total_s": round(sum(self.timings.values()), 3),
+                                                "machine": machine(), "precision": {**self.precision, **decisions()}})
 
 
 class RunLog:

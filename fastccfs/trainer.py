@@ -4,7 +4,7 @@ The recipe is the CCFS reference's: SGD with momentum, weight decay on every par
 warm-up from 1 % of the learning rate over the first epochs, then cosine decay to 0 (stepped per
 epoch), KD loss KL(log_softmax(s/T) ‖ log_softmax(t/T))·T² with the teacher in inference mode on
 the same augmented batch. Speed comes from the loader (no Python per sample), the
-memory format each model runs fastest in, bf16 autocast where it pays (amp_dtype), and optional
+memory format each model runs fastest in, bf16 autocast where it pays (precision.autocast_dtype), and optional
 torch.compile. Losses are summed on the device
 and checked once per epoch, so the loop never waits on the device per step.
 """
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastccfs.errors import UserError
+from fastccfs.precision import autocast_dtype
 
 
 @dataclass
@@ -60,25 +61,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature**2
 
 
-AMP_MODES = ("auto", "bf16", "off")
-
-
-def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype, or None for fp32.
-
-    "auto": bf16 on CUDA devices that run it (Ampere on), fp32 on CPUs — measured on this project's
-    CPU (Xeon with AVX-512 bf16, 2 cores), bf16 autocast was slower than fp32 for training and for
-    inference of every model fastccfs runs (benchmarks/README.md). "bf16" forces it; "off" is fp32.
-    """
-    if amp not in AMP_MODES:
-        raise UserError(f"unknown amp mode {amp!r}: use one of {', '.join(AMP_MODES)}")
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
 def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
     """channels_last, except GroupNorm models on the CPU, where it is the slow path (measured:
     ConvNet with instance norm, bf16, 2 cores: 190 img/s channels_last vs 350 contiguous)."""
@@ -87,9 +69,8 @@ def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format
     return torch.channels_last
 
 
-def _autocast(device: torch.device, amp: str):
-    dtype = amp_dtype(device, amp)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+def _autocast(dtype: torch.dtype | None, device: torch.device):
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = None, device="cpu",
@@ -113,7 +94,8 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
     step_model = torch.compile(model) if compile else model
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
-    history = {"loss": [], "train_acc": [], "test_acc": {}, "seconds": 0.0, "images": 0}
+    history = {"loss": [], "train_acc": [], "test_acc": {}, "seconds": 0.0, "images": 0, "dtype": None}
+    dtype = None
     start = time.perf_counter()
     # The bar counts batches, so it moves within an epoch (a minute or more on real data on a CPU).
     bar = tqdm(total=recipe.epochs * len(loader), desc=desc, disable=not progress, leave=False, unit="batch",
@@ -127,7 +109,10 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
         seen = 0
         for x, y, idx in loader:
             x = x.contiguous(memory_format=fmt)
-            with _autocast(device, amp):
+            if history["dtype"] is None:  # decided on the first batch's shape (a measurement on some CPUs)
+                dtype = autocast_dtype(device, amp, model, tuple(x.shape), train=True, teacher=teacher)
+                history["dtype"] = "bf16" if dtype is not None else "fp32"
+            with _autocast(dtype, device):
                 logits = step_model(x)
                 if teacher is not None:
                     with torch.no_grad():
@@ -218,9 +203,13 @@ def predict(model: nn.Module, loader, device="cpu", amp: str = "auto") -> tuple[
     model.to(device, memory_format=fmt).eval()
     model = folded(model).to(memory_format=fmt)
     logits, labels, ids = [], [], []
+    dtype = ...
     for x, y, idx in loader:
-        with _autocast(device, amp):
-            out = model(x.contiguous(memory_format=fmt))
+        x = x.contiguous(memory_format=fmt)
+        if dtype is ...:
+            dtype = autocast_dtype(device, amp, model, tuple(x.shape), train=False)
+        with _autocast(dtype, device):
+            out = model(x)
         logits.append(out.float())
         labels.append(y)
         ids.append(idx)

@@ -1,4 +1,5 @@
 """Models, the trainer's pieces (KD loss, schedule, batch rule, NaN guard), forgetting counts, scores."""
+import json
 import math
 
 import numpy as np
@@ -168,15 +169,66 @@ def test_predict_folds_batchnorm_without_changing_the_logits(demo_stores, name):
     torch.manual_seed(0)
     model = create_model(name, 10, 32)
     loader = make_loader(demo_stores["train"], batch_size=64, device="cpu", indices=np.arange(128))
-    fit(model, loader, Recipe(1, 0.01, 0.9, 0.0, 0), device="cpu", progress=False)  # non-trivial BN statistics
+    history = fit(model, loader, Recipe(1, 0.01, 0.9, 0.0, 0), device="cpu", amp="off", progress=False)
+    assert history["dtype"] == "fp32"  # (non-trivial BN statistics now)
     model.eval()
     fused = folded(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()), "the model itself is untouched"
     evaluation = make_loader(demo_stores["test"], augment=False, batch_size=100, device="cpu", indices=np.arange(200))
-    logits, labels, ids = predict(model, evaluation, "cpu")
+    logits, labels, ids = predict(model, evaluation, "cpu", amp="off")  # fp32: the folding alone is compared
     with torch.no_grad():
         x = torch.cat([x for x, _, _ in evaluation])
         reference = model(x).numpy()
     np.testing.assert_allclose(logits, reference, atol=1e-4, rtol=1e-4)
     np.testing.assert_array_equal(ids, np.arange(200))
+
+
+def test_cpu_without_native_bf16_computes_in_fp32_without_measuring(monkeypatch):
+    from fastccfs import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f", "fma"})
+    monkeypatch.setattr(precision, "measure", lambda *a, **k: pytest.fail("measured on a CPU without bf16"))
+    model = create_model("convnet_bn", 10, 32)
+    assert precision.autocast_dtype(torch.device("cpu"), "auto", model, (32, 3, 32, 32)) is None
+    assert precision.autocast_dtype(torch.device("cpu"), "bf16", model, (32, 3, 32, 32)) is torch.bfloat16
+    assert precision.autocast_dtype(torch.device("cpu"), "off", model, (32, 3, 32, 32)) is None
+    with pytest.raises(UserError, match="unknown amp mode 'fp16'"):
+        precision.autocast_dtype(torch.device("cpu"), "fp16", model, (32, 3, 32, 32))
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, expected", [(0.10, 0.05, torch.bfloat16), (0.10, 0.095, None)])
+def test_cpu_with_native_bf16_uses_it_only_where_measured_faster(monkeypatch, tmp_path, fp32_s, bf16_s, expected):
+    """The choice follows the measurement (≥ 1.1× → bf16), is measured once, and is kept on disk so a later
+    process on the machine decides the same without measuring."""
+    from fastccfs import precision
+
+    monkeypatch.setenv("FASTCCFS_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "_decided", {})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    calls = []
+    monkeypatch.setattr(precision, "measure", lambda *a, **k: calls.append(a) or {"fp32_s": fp32_s, "bf16_s": bf16_s})
+    model, cpu = create_model("convnet", 10, 32), torch.device("cpu")
+    assert precision.autocast_dtype(cpu, "auto", model, (32, 3, 32, 32)) is expected
+    assert precision.autocast_dtype(cpu, "auto", model, (32, 3, 32, 32)) is expected
+    assert len(calls) == 1
+    stored = json.loads((tmp_path / "precision.json").read_text())
+    assert [v["dtype"] for v in stored.values()] == ["bf16" if expected else "fp32"]
+    monkeypatch.setattr(precision, "_decided", {})  # a new process: the file decides
+    assert precision.autocast_dtype(cpu, "auto", model, (32, 3, 32, 32)) is expected and len(calls) == 1
+    # another batch shape or an inference pass is another decision
+    precision.autocast_dtype(cpu, "auto", model, (64, 3, 32, 32))
+    precision.autocast_dtype(cpu, "auto", model, (256, 3, 32, 32), train=False)
+    assert len(calls) == 3
+
+
+def test_measure_times_both_dtypes_without_touching_the_model():
+    from fastccfs.precision import measure
+
+    torch.manual_seed(0)
+    model = create_model("convnet_bn", 10, 32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    timings = measure(model, (8, 3, 32, 32), train=True, rounds=1)
+    assert set(timings) == {"fp32_s", "bf16_s"} and all(v > 0 for v in timings.values())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
