@@ -106,11 +106,11 @@ def select(predicted, labels_all, teacher_correct_idx, selected_idx, scores, k, 
 
 
 def phase(model, teacher, store, images_og, indices, teacher_correct_idx, scores, k, epochs, lr, batch_size,
-          seed, device="cpu") -> tuple[list[int], dict]:
+          seed, device="cpu", weight_decay=5e-4) -> tuple[list[int], dict]:
     """One phase; returns the picks and the wall-clock of each stage."""
     seconds = {}
     t = time.perf_counter()
-    images = train(model, teacher, store, indices, epochs, lr, batch_size, seed, device)
+    images = train(model, teacher, store, indices, epochs, lr, batch_size, seed, device, weight_decay=weight_decay)
     seconds["train"], t = time.perf_counter() - t, time.perf_counter()
     logits = infer(model, images_og, device=device)
     seconds["inference"], t = time.perf_counter() - t, time.perf_counter()

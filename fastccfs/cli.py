@@ -80,12 +80,35 @@ def _bench(args) -> None:
     from fastccfs.atomic import write_json
     from fastccfs.bench import bench_curriculum, format_table
 
-    result = bench_curriculum(args.dataset, args.ipc, args.model, args.epochs, args.root, args.cache, args.alpha,
-                              args.seed, args.device, args.teacher, args.scores, args.inference,
-                              progress=not args.quiet)
+    result = bench_curriculum(args.dataset, args.ipc, args.model, args.phase, args.epochs, args.measure_epochs,
+                              args.teacher, args.teacher_model, args.teacher_epochs, args.save_teacher, args.scores,
+                              args.root, args.cache, args.seed, args.device, args.amp, progress=not args.quiet)
     print(format_table(result))
     if args.json:
         write_json(args.json, result)
+
+
+def _bench_run(args) -> None:
+    """The whole pipeline at the given settings; its timings.json as a table. Without --out the run goes to
+    a temporary folder that is removed afterwards."""
+    import json
+    import tempfile
+    from dataclasses import fields
+
+    from fastccfs.api import run
+    from fastccfs.bench import format_timings
+    from fastccfs.config import RunConfig
+
+    settings = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name not in ("dataset", "ipc")}
+    with tempfile.TemporaryDirectory(prefix="fastccfs-bench-") as tmp:
+        result = run(args.dataset, args.ipc, args.out or f"{tmp}/run", config=args.config, device=args.device,
+                     progress=not args.quiet, **settings)
+        timings = json.loads((result.out / "timings.json").read_text())
+    print(format_timings(timings))
+    if args.json:
+        from fastccfs.atomic import write_json
+
+        write_json(args.json, timings)
 
 
 def _report(args) -> None:
@@ -127,10 +150,24 @@ def _add_run_settings(p: argparse.ArgumentParser, defaults: dict, where: str) ->
             p.add_argument(flag, dest=f.name, type=conv, default=None, metavar=metavar, help=text)
 
 
+def _add_run_arguments(p: argparse.ArgumentParser, argv: list[str] | None, out_help: str) -> None:
+    p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path (as for convert)")
+    p.add_argument("--ipc", type=int, default=None, metavar="N",
+                   help="images per class of the final set (default: the dataset's preset, if it has one)")
+    p.add_argument("--out", default=None, help=out_help)
+    p.add_argument("--config", default=None, help="a YAML file of settings")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
+    p.add_argument("--quiet", action="store_true", help="no progress output (run.log still records the run)")
+    _add_run_settings(p, *_help_defaults(argv or []))
+
+
 def _help_defaults(argv: list[str]) -> tuple[dict, str]:
-    """Defaults for `run --help`: those of the dataset (and --ipc) named before --help, else run.yaml's."""
+    """Defaults for `run --help` (and `bench run --help`): those of the dataset (and --ipc) named before
+    --help, else run.yaml's."""
     from fastccfs.config import config_defaults
 
+    if argv[:2] == ["bench", "run"]:
+        argv = argv[1:]
     dataset = argv[1] if len(argv) > 1 and argv[0] == "run" and not argv[1].startswith("-") else None
     ipc = None
     if "--ipc" in argv[:-1]:
@@ -164,14 +201,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="CCFS end to end: teacher, scores, curriculum phases, evaluation",
                        description="Every setting defaults to configs/run.yaml, then configs/<dataset>.yaml and its "
                                    "IPC preset, then --config FILE, then these flags.")
-    p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path (as for convert)")
-    p.add_argument("--ipc", type=int, default=None, metavar="N",
-                   help="images per class of the final set (default: the dataset's preset, if it has one)")
-    p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-ipc<N>-<time>); resumable")
-    p.add_argument("--config", default=None, help="a YAML file of settings")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
-    p.add_argument("--quiet", action="store_true", help="no progress output (run.log still records the run)")
-    _add_run_settings(p, *_help_defaults(argv or []))
+    _add_run_arguments(p, argv, "run directory (default runs/<dataset>-ipc<N>-<time>); resumable")
     p.set_defaults(func=_run, subparser=p)
 
     p = sub.add_parser("distill", help="recover a distilled set from a teacher (CDA), in the SRe²L/CDA layout",
@@ -196,29 +226,42 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_distill, subparser=p)
 
-    p = sub.add_parser("bench", help="benchmarks; `bench curriculum`: one CCFS phase vs a reference-style path")
+    p = sub.add_parser("bench", help="benchmarks: `bench curriculum` (one CCFS phase vs a reference-style path), "
+                                     "`bench run` (the pipeline's wall-clock per stage)")
     bench = p.add_subparsers(dest="bench", required=True)
-    p = bench.add_parser("curriculum", help="one phase by fastccfs and by the reference's way, per-stage ratios")
+    p = bench.add_parser("curriculum", help="one phase by fastccfs and by the reference's way, per-stage ratios",
+                         description="One CCFS phase at the dataset preset's settings (IPC, α, batch rule, lr, "
+                                     "epochs) with a real teacher, by fastccfs and by a reference-style path.")
     p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path (as for convert)")
     p.add_argument("--ipc", type=int, required=True, metavar="N", help="images per class of the final set")
-    p.add_argument("--model", default="convnet", choices=MODEL_NAMES, metavar="MODEL",
-                   help=f"filter and teacher architecture ({{{'|'.join(MODEL_NAMES)}}}) [default: convnet]")
-    p.add_argument("--epochs", type=int, default=10, metavar="N", help="filter epochs [default: 10]")
-    p.add_argument("--alpha", type=float, default=0.2, metavar="X",
-                   help="distilled fraction α: the starting set is ⌊α·IPC⌋ random real images per class [default: 0.2]")
+    p.add_argument("--model", default=None, choices=MODEL_NAMES, metavar="MODEL",
+                   help=f"filter architecture ({{{'|'.join(MODEL_NAMES)}}}) [default: the preset's]")
+    p.add_argument("--phase", type=int, default=1, metavar="J",
+                   help="which phase: its starting set is as large as phase J's in a run [default: 1]")
+    p.add_argument("--epochs", type=int, default=None, metavar="N", help="filter epochs [default: the preset's]")
+    p.add_argument("--measure-epochs", type=int, default=None, metavar="M",
+                   help="train M (≥ 5) of them and scale both sides' training time by epochs/M [default: all]")
+    p.add_argument("--teacher", default=None, help="a teacher checkpoint (needs --scores) [default: train one here]")
+    p.add_argument("--teacher-model", default=None, choices=MODEL_NAMES, metavar="MODEL",
+                   help="the teacher's architecture [default: the preset's]")
+    p.add_argument("--teacher-epochs", type=int, default=None, metavar="N",
+                   help="epochs of a teacher trained here [default: the teacher recipe's]")
+    p.add_argument("--save-teacher", default=None, metavar="PATH", help="keep the teacher trained here")
+    p.add_argument("--scores", default=None, help="score file [default: forgetting counted by the teacher trained here]")
+    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "off"), help="[default: auto]")
     p.add_argument("--json", default=None, help="write the result to this file [default: print only]")
-    p.add_argument("--teacher", default=None,
-                   help="a teacher checkpoint [default: none — an untrained teacher whose predictions are the labels]")
-    p.add_argument("--scores", default=None, help="score file [default: seeded random multiples of 0.2]")
-    p.add_argument("--inference", default="needed", choices=("needed", "all"),
-                   help="fastccfs's side: predict only what the fine stage can reach or the whole split "
-                        "[default: needed]")
     p.add_argument("--root", default=".", help="folder holding the dataset [default: .]")
     p.add_argument("--cache", default=None, help="store folder [default: $FASTCCFS_CACHE or ~/.cache/fastccfs]")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="[default: 0]")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu [default: cuda if present]")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_bench, subparser=p)
+
+    p = bench.add_parser("run", help="the whole pipeline at given settings; prints its wall-clock per stage",
+                         description="`fastccfs run` with the same settings, then its timings.json as a table.")
+    _add_run_arguments(p, argv, "run directory [default: a temporary folder, removed afterwards]")
+    p.add_argument("--json", default=None, help="also write timings.json here")
+    p.set_defaults(func=_bench_run, subparser=p)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html (figures embedded) and its PNG figures; "
                                       "several runs: a comparison page")

@@ -337,6 +337,7 @@ class PhaseResult:
     filled: np.ndarray  # per class: picks that were not coarse candidates
     difficulty: np.ndarray  # the picks' difficulties
     record: dict  # what phases.json keeps: sizes, accuracies, counts, seconds
+    filter: torch.nn.Module | None = None  # the phase's trained filter (None without a starting set)
 
 
 def curriculum_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, teacher_pred,
@@ -380,7 +381,7 @@ def curriculum_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teache
         coarse = cfg.coarse
     else:  # nothing to train a filter on (α = 0 without --init): the coarse stage has no filter
         seconds.update(train=0.0, inference=0.0)
-        logits, pred, coarse = None, labels, "all"
+        logits, pred, coarse, filt = None, labels, "all", None
         record.update(note="empty starting set: no filter, every eligible sample is a candidate")
     difficulty = scores if scores is not None else logit_difficulty(logits, labels) if logits is not None \
         else np.zeros(len(labels))
@@ -395,7 +396,7 @@ def curriculum_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teache
                   short=int(k * ctx.num_classes - len(chosen.indices)),
                   difficulty={"min": float(d.min()), "median": float(np.median(d)), "max": float(d.max())}
                   if len(d) else None, seconds=seconds)
-    return PhaseResult(chosen.indices, chosen.filled, d, record)
+    return PhaseResult(chosen.indices, chosen.filled, d, record, filt)
 
 
 def stage_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teacher, teacher_pred,
@@ -427,8 +428,15 @@ def stage_curriculum(ctx: Context, start: SyntheticSet, teacher, teacher_pred, s
     _, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)
     current = start
     for j, k in enumerate(budgets, 1):
-        with run_dir.timed(f"phase_{j}"):
-            picked = stage_phase(ctx, j, current, k, teacher, teacher_pred, scores)
+        done = (ctx.out / f"phase_{j}.json").is_file()
+        t = time.perf_counter()
+        picked = stage_phase(ctx, j, current, k, teacher, teacher_pred, scores)
+        if not done:  # each part of the phase (a resumed run keeps the times of phases finished before)
+            parts = json.loads((ctx.out / f"phase_{j}.json").read_text())["seconds"]
+            for part in ("train", "inference", "test_eval", "selection"):
+                run_dir.timings[f"phase_{j}.{part}"] = round(parts.get(part, 0.0), 3)
+            run_dir.timings[f"phase_{j}.other"] = round(time.perf_counter() - t - sum(parts.values()), 3)
+            run_dir.save_timings()
         current = SyntheticSet(current.distilled_images, current.distilled_labels,
                                np.concatenate([current.real_indices, picked]))
     write_json(ctx.out / "phases.json",
@@ -522,6 +530,7 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
     run_dir = RunDir(out, cfg)
     run_dir.check()
     device = resolve_device(device)
+    t = time.perf_counter()
     stores = convert(cfg.dataset, cfg.root, cfg.cache, progress=progress)
     check_inputs(cfg, stores["train"])
     if cfg.loader in ("ffcv", "dali"):
@@ -529,9 +538,11 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
 
         for store in stores.values():
             convert_store(store, cfg.loader, progress=progress)
+    convert_s = time.perf_counter() - t  # opening the stores when they exist, decoding the dataset when not
     data = run_dir.check_data(stores)
     try:
         run_dir.create(data)
+        run_dir.timings.setdefault("convert", round(convert_s, 3))
         with RunLog(run_dir.path / "run.log", quiet=not progress) as logger:
             try:
                 summary = _run_stages(cfg, run_dir, stores, device, progress, logger)
@@ -559,7 +570,7 @@ def _run_stages(cfg: RunConfig, run_dir: RunDir, stores: dict, device, progress:
     with run_dir.timed("scores"):
         scores = stage_scores(ctx)
     if cfg.method == "ccfs":
-        with run_dir.timed("start"):
+        with run_dir.timed("distilled_part"):  # built-in CDA, a folder brought, or real images (--init)
             start = stage_start(ctx, scores, teacher)
         final = stage_curriculum(ctx, start, teacher, teacher_pred, scores, run_dir)
     else:

@@ -31,20 +31,62 @@ def test_gpu_script_smoke_writes_its_json_without_the_path_python(tmp_path):
     assert set(phase["seconds"]) >= {"train", "inference", "selection"} and phase["projected_three_phases_s"] > 0
 
 
-def _bench(tmp_path, cache, *extra):
+def _bench(tmp_path, cache, *extra, check=True):
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, "-m", "fastccfs", "bench", "curriculum", "demo", "--ipc", "10", "--epochs", "1",
-                    "--model", "convnet_bn", "--cache", str(cache), "--json", str(out), "--quiet", *extra], cwd=REPO,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-    return json.loads(out.read_text())
+    result = subprocess.run([sys.executable, "-m", "fastccfs", "bench", "curriculum", "demo", "--ipc", "20",
+                             "--cache", str(cache), "--json", str(out), "--quiet", *extra], cwd=REPO, check=check,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    return json.loads(out.read_text()) if check else result
 
 
-def test_bench_curriculum_reports_every_stage(tmp_path, cache, demo_stores):
-    result = _bench(tmp_path, cache)
+def test_bench_curriculum_with_a_trained_teacher_reports_both_inference_modes(tmp_path, cache, demo_stores):
+    """The demo preset (IPC 20, α 0.2, J 3, ConvNet-BN) at phase 2 with a teacher trained here for 2 epochs;
+    10 filter epochs stood for by 5 measured ones."""
+    from fastccfs.selection import phase_budgets
+
+    result = _bench(tmp_path, cache, "--phase", "2", "--epochs", "10", "--measure-epochs", "5", "--teacher-epochs", "2",
+                    "--save-teacher", str(tmp_path / "teacher.pt"))
     assert set(result["stages"]) == {"train", "inference", "selection"}
-    for row in [*result["stages"].values(), result["total"]]:
+    for row in [*result["stages"].values(), result["total"], result["total_inference_all"]]:
         assert row["fast_s"] > 0 and row["reference_s"] > 0 and row["ratio"] == row["reference_s"] / row["fast_s"]
-    assert result["machine"]["cores"] >= 1 and result["set_size"] == 20
-    # IPC 10, α 0.2, J 3: 8 real per class → 3 in phase 1; fastccfs predicts only what it can pick from.
-    assert result["inference"] == "needed" and 30 <= result["inferred"] < result["train_split"] == 3000
-    assert _bench(tmp_path, cache, "--inference", "all")["inferred"] == 3000
+    per_class, budgets = phase_budgets(20, 0.2, 3)
+    assert result["phase"] == 2 and result["set_size"] == 10 * (per_class + budgets[0]) and result["batch_size"] == 32
+    assert result["extrapolated"] and (result["epochs"], result["measured_epochs"]) == (10, 5)
+    teacher = result["teacher"]
+    assert teacher["source"] == "trained here" and teacher["epochs"] == 2 and 0.1 < teacher["train_acc"] <= 1
+    assert (tmp_path / "teacher.pt").is_file()
+    inference = result["inference"]
+    assert 0 < inference["needed"]["images"] < inference["all"]["images"] == inference["reference"]["images"] == 3000
+    assert inference["all"]["same_picks"]
+    flops = result["flops"]
+    assert 0.001 < flops["inference_gflop_per_image"] < flops["train_gflop_per_image"]
+    assert 0 < flops["share_of_peak"]["fast_train"] < 1 and 0 < flops["share_of_peak"]["reference_train"] < 1
+    assert result["filter_dtype"] in ("bf16", "fp32") and result["machine"]["cores"] >= 1
+
+
+def test_bench_curriculum_refuses_what_it_cannot_measure_honestly(tmp_path, cache):
+    for extra, message in [(["--epochs", "10", "--measure-epochs", "3"], "measure at least 5 epochs"),
+                           (["--phase", "4"], "the preset runs phases 1 to 3"),
+                           (["--teacher", str(tmp_path / "nope.pt")], "no such file"),
+                           (["--teacher", __file__], "give --scores FILE too")]:
+        result = _bench(tmp_path, cache, *extra, check=False)
+        assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bench_run_prints_the_pipelines_wall_clock_and_leaves_no_run(tmp_path, cache, demo_stores, monkeypatch):
+    import tempfile
+
+    from conftest import FAST
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # the child process reads TMPDIR itself
+    out = tmp_path / "timings.json"
+    result = subprocess.run([sys.executable, "-m", "fastccfs", "bench", "run", "demo", "--ipc", "10", "--cache",
+                             str(cache), "--num-eval", "1", "--json", str(out), *FAST], cwd=REPO, check=True,
+                            stdout=subprocess.PIPE, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
+    timings = json.loads(out.read_text())
+    assert {"convert", "teacher", "phase_1.train", "phase_3.selection", "eval_convnet_bn_0"} <= set(timings["stages"])
+    for stage in timings["stages"]:
+        assert stage in result.stdout
+    assert "total" in result.stdout and timings["machine"]["cores"] >= 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("fastccfs-bench-")]
