@@ -4,6 +4,7 @@
     eager, torch.compile, and torch.compile(mode="reduce-overhead") (CUDA graphs);
   - KD training images/s (student + teacher forward), inference images/s (batch 1024);
   - achieved TFLOP/s of training (3 × the forward FLOPs counted by torch's FlopCounterMode);
+  - loader images/s into the GPU at 64 px: tensor (resident), torch DataLoader, FFCV, DALI `mixed`;
   - one CCFS phase (fastccfs's own curriculum_phase) on random Tiny-ImageNet-shaped data (100,000 × 64 × 64,
     200 classes, IPC 100, α 0.2) and the projected wall-clock of the three phases of
     `fastccfs run tiny-imagenet --ipc 100` (100 epochs per phase, as the paper's Table 9).
@@ -108,6 +109,56 @@ def random_store(root: Path, n: int, size: int, classes: int):
     return Store.open(root)
 
 
+def loader_rates(device, n: int, size: int, epochs: int) -> dict:
+    """Steady-state images/s of one augmenting epoch (RandomResizedCrop + flip + normalise, batch 256)
+    into DEVICE: the tensor backend resident there, the torch DataLoader (workers = cores), FFCV (raw
+    pages) and DALI (JPEG pages: `mixed`, nvJPEG decoding on the GPU). A backend whose package is missing
+    is reported as such, not skipped silently."""
+    from fastccfs.formats import convert_store
+    from fastccfs.loaders import make_loader
+
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = random_store(Path(tmp) / "train", n, size, 200)
+        for backend, pages in (("tensor", None), ("torch", None), ("ffcv", "raw"), ("dali", "jpg")):
+            name = backend + (f"-{pages}" if pages else "")
+            try:
+                options = {"num_workers": os.cpu_count()} if backend == "torch" else {}
+                if pages:
+                    convert_store(store, backend, pages=pages, progress=False)
+                loader = make_loader(store, backend=backend, batch_size=256, device=device, seed=0, **options)
+                for x, _, _ in loader:  # first epoch: compilation, worker start, pipeline build
+                    pass
+                sync(device)
+                start = time.perf_counter()
+                for _ in range(epochs):
+                    for x, _, _ in loader:
+                        pass
+                sync(device)
+                rates[name] = {"images_per_s": n * epochs / (time.perf_counter() - start), "on": str(x.device)}
+            except Exception as e:  # an optional backend absent on the machine: say so in the JSON
+                rates[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+    return rates
+
+
+def multi_gpu_scaling(gpus: int) -> dict:
+    """One phase (`bench run`, --phases 1) on 1 GPU vs all GPUs under torchrun (benchmarks/scaling.py), on a
+    random Tiny-ImageNet-shaped .npz (50,000 train images, 200 classes, IPC 50)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        data = Path(tmp) / "random64.npz"
+        np.savez(data, x_train=rng.integers(0, 256, (50_000, 64, 64, 3), dtype=np.uint8),
+                 y_train=np.arange(50_000) % 200, x_test=rng.integers(0, 256, (2_000, 64, 64, 3), dtype=np.uint8),
+                 y_test=np.arange(2_000) % 200)
+        out = Path(tmp) / "scaling.json"
+        subprocess.run([sys.executable, str(Path(__file__).with_name("scaling.py")), "--out", str(out), "--nproc",
+                        str(gpus), "--", str(data), "--ipc", "50", "--cache", str(Path(tmp) / "cache"),
+                        "--teacher-epochs", "2", "--epochs", "20", "--phases", "1", "--num-eval", "0"], check=True)
+        return json.loads(out.read_text())
+
+
 def ccfs_phase(device, n, classes, ipc, epochs) -> dict:
     from fastccfs import selection
     from fastccfs.config import RunConfig
@@ -169,8 +220,12 @@ def main() -> None:
             "images_per_s": train_rate(device, size, batches[-1], "eager", steps, kd=True)}
         result[f"inference_{size}px_images_per_s"] = inference_rate(device, size, 8 if smoke else 1024, steps)
         result[f"forward_gflops_per_image_{size}px"] = flops / 1e9
+    result["loaders_64px"] = loader_rates(device, 512 if smoke else 50_000, 64, 1 if smoke else 3)
     result["ccfs_phase_tiny_ipc100"] = (ccfs_phase(device, 300, 20, 10, 1) if smoke
                                         else ccfs_phase(device, 100_000, 200, 100, 2))
+    gpus = torch.cuda.device_count()
+    result["multi_gpu"] = (multi_gpu_scaling(gpus) if gpus > 1 and not smoke
+                           else f"not run: {gpus} GPU(s) (runs when more than one is present)")
     result["seconds"] = time.perf_counter() - start
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -66,7 +66,38 @@ def loader_figure(path: str, out: str) -> None:
     fig.savefig(out, dpi=110, bbox_inches="tight")
 
 
+def curriculum_table(paths: list[str]) -> None:
+    """`fastccfs bench curriculum` JSONs → one markdown table, a column block per model."""
+    rows = [json.load(open(p)) for p in paths]
+    print("| | " + " | ".join(f"{r['model']}" for r in rows) + " |")
+    print("|---|" + "---:|" * len(rows))
+
+    def line(label, cell):
+        print(f"| {label} | " + " | ".join(cell(r) for r in rows) + " |")
+
+    line("filter dtype (amp auto)", lambda r: r["filter_dtype"])
+    line("epochs (measured → scaled)", lambda r: f"{r['measured_epochs']} → {r['epochs']}")
+    for stage in ("train", "inference", "selection"):
+        line(f"{stage}: fastccfs / reference s", lambda r, s=stage: f"{r['stages'][s]['fast_s']:.2f} / "
+             f"{r['stages'][s]['reference_s']:.2f}")
+        line(f"{stage}: ratio", lambda r, s=stage: f"{r['stages'][s]['ratio']:.1f}×")
+    line("images inferred (needed / all)", lambda r: f"{r['inference']['needed']['images']:,} / "
+         f"{r['inference']['all']['images']:,}")
+    line("**phase total: ratio**", lambda r: f"**{r['total']['ratio']:.1f}×** ({r['total']['fast_s']:.0f} / "
+         f"{r['total']['reference_s']:.0f} s)")
+    line("phase total with `--inference all`", lambda r: f"{r['total_inference_all']['ratio']:.1f}× "
+         f"({r['total_inference_all']['fast_s']:.0f} s; same picks: {r['inference']['all']['same_picks']})")
+    line("training GFLOP/s: fastccfs / reference", lambda r: f"{r['flops']['achieved_gflops']['fast_train']:.0f} / "
+         f"{r['flops']['achieved_gflops']['reference_train']:.0f}")
+    line("share of the CPU peak: fastccfs / reference",
+         lambda r: f"{100 * r['flops']['share_of_peak']['fast_train']:.0f} % / "
+         f"{100 * r['flops']['share_of_peak']['reference_train']:.0f} %")
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--curriculum":  # table.py --curriculum benchmarks/results/curriculum_*.json
+        curriculum_table(sys.argv[2:])
+        sys.exit()
     main(sys.argv[1])
     if len(sys.argv) > 2:  # table.py RESULTS.json FIGURE.png: also the loader chart
         loader_figure(sys.argv[1], sys.argv[2])

@@ -63,10 +63,17 @@ def run(dataset: str, ipc: int | None = None, out: str | os.PathLike | None = No
     from fastccfs.datasets import check_name
     from fastccfs.pipeline import run as run_pipeline
 
+    from fastccfs import distributed
+
     check_name(dataset)  # before the IPC and the settings, so a typo is named as such
+    progress = progress and os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 speaks for the job
     cfg = resolve_run_config(dataset, ipc, config, settings, quiet=not progress)
-    out = Path(out) if out is not None else Path("runs") / f"{cfg.dataset}-ipc{cfg.ipc}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_pipeline(cfg, out, device=device, progress=progress)
+    if out is None:
+        out = Path("runs") / f"{cfg.dataset}-ipc{cfg.ipc}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if distributed.launched():  # one directory for the job: rank 0's clock names it
+            device = distributed.init(device)
+            out = distributed.broadcast(out)
+    run_pipeline(cfg, Path(out), device=device, progress=progress)
     return RunResult.load(out)
 
 
@@ -96,20 +103,25 @@ def distill(dataset: str, ipc: int, out: str | os.PathLike | None = None, *, tea
             setattr(cfg, name, value)
     if ipc < 1:
         raise UserError(f"need IPC ≥ 1, got {ipc}")
-    device = resolve_device(device)
-    stores = convert(dataset, root, cache, progress=progress)
+    from fastccfs import distributed
+
+    device = resolve_device(distributed.init(device))  # under torchrun: batches spread over the ranks
+    progress = progress and distributed.is_main()
+    with distributed.rank0_first():
+        stores = convert(dataset, root, cache, progress=progress)
     train = stores["train"]
     out = Path(out or f"distilled/{train.meta['dataset']}-ipc{ipc}")
     net = create_model(teacher_model, train.num_classes, train.image_size[0])
-    if teacher:
-        load_checkpoint(net, teacher)
-    elif (out / "teacher.pt").is_file():
-        load_checkpoint(net, out / "teacher.pt")
-    else:  # the teacher `fastccfs run` would train for this dataset, kept beside the images
-        run_cfg = resolve_run_config(dataset, ipc, None, {"teacher_model": teacher_model, "seed": cfg.seed,
-                                                          "root": root, "cache": cache}, quiet=True)
-        net, _, _ = train_teacher(Context(run_cfg, out, train, stores["test"], device, progress))
-        save_checkpoint(net, out / "teacher.pt")
-    net.to(device).eval()
-    return recover_all(net, train.classes, ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
-                       progress=progress)
+    with distributed.writes_by_rank0(out):
+        if teacher:
+            load_checkpoint(net, teacher)
+        elif (out / "teacher.pt").is_file():
+            load_checkpoint(net, out / "teacher.pt")
+        else:  # the teacher `fastccfs run` would train for this dataset, kept beside the images
+            run_cfg = resolve_run_config(dataset, ipc, None, {"teacher_model": teacher_model, "seed": cfg.seed,
+                                                              "root": root, "cache": cache}, quiet=True)
+            net, _, _ = train_teacher(Context(run_cfg, out, train, stores["test"], device, progress))
+            save_checkpoint(net, out / "teacher.pt")
+        net.to(device).eval()
+        return recover_all(net, train.classes, ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
+                           progress=progress)

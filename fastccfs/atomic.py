@@ -11,10 +11,36 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+# (folder, is_main, barrier): under torchrun only rank 0 writes in these folders (fastccfs.distributed)
+GATES: list = []
+
+
+def _gate(path: Path):
+    target = os.path.abspath(path)
+    for folder, is_main, barrier in reversed(GATES):
+        if target == folder or target.startswith(folder + os.sep):
+            return is_main, barrier
+    return None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary sibling of PATH; on success it replaces PATH, on error it is removed."""
+    """Yield a temporary sibling of PATH; on success it replaces PATH, on error it is removed.
+
+    In a folder written by rank 0 only (torchrun), every rank reaches the write together: the other
+    ranks write into a private temporary that is discarded, and all continue once PATH is in place."""
     path = Path(path)
+    gate = _gate(path)
+    if gate is not None:
+        is_main, barrier = gate
+        barrier()  # every rank has made its "is it done?" checks before the file appears
+        if not is_main():
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="fastccfs-rank-") as private:
+                yield Path(private) / path.name
+            barrier()
+            return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -27,6 +53,8 @@ def atomic_path(path: str | os.PathLike):
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+    if gate is not None:
+        gate[1]()
 
 
 _TEMP = re.compile(r"^\..+\.tmp-(\d+)(-.*)?$")

@@ -52,7 +52,7 @@ def machine() -> dict:
 
     info = {"cpu": cpu_name() if platform.system() == "Linux" else platform.processor() or platform.machine(),
             "cores": os.cpu_count(), "threads": torch.get_num_threads(), "native_bf16": cpu_has_native_bf16(),
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -104,8 +104,12 @@ def bench_curriculum(dataset: str, ipc: int, model: str | None = None, phase: in
                      measure_epochs: int | None = None, teacher_path=None, teacher_model: str | None = None,
                      teacher_epochs: int | None = None, save_teacher=None, scores_path=None, root=".", cache=None,
                      seed: int = 0, device=None, amp: str = "auto", progress: bool = True) -> dict:
-    from fastccfs import kernels, selection
+    from fastccfs import distributed, kernels, selection
     from fastccfs.config import resolve_run_config
+
+    if distributed.launched():
+        raise UserError("bench curriculum compares one process with the reference's way: run it without torchrun "
+                        "(under torchrun, `bench run … --out DIR` times the whole pipeline on N processes)")
     from fastccfs.models import create_model, load_checkpoint, save_checkpoint
     from fastccfs.pipeline import Context, curriculum_phase, resolve_device, train_teacher
     from fastccfs.scores import load_scores

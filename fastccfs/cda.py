@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastccfs import distributed
 from fastccfs.atomic import atomic_path, save_arrays, write_json
 from fastccfs.errors import UserError
 
@@ -182,15 +183,23 @@ def distill(teacher: nn.Module, classes: list[str], ipc: int, image_size: int, m
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
     batches = range(0, len(work), cfg.batch_size)
-    for b, start in enumerate(batches):
-        part = parts / f"batch_{b:05d}.npz"
-        if part.is_file():
-            continue
-        chunk = work[start:start + cfg.batch_size]
-        seed = int(np.random.SeedSequence([cfg.seed, b]).generate_state(1)[0])
-        images, history = recover(teacher, torch.from_numpy(chunk[:, 0]), image_size, mean, std, cfg, seed, device,
-                                  progress, desc=f"distill batch {b + 1}/{len(batches)}")
-        save_arrays(part, images=images, plan=chunk, ce=np.array(history["ce"]), bn=np.array(history["bn"]))
+    pending = batches_left(parts, len(batches))
+    world, rank = distributed.world_size(), distributed.rank()
+    # Under torchrun the ranks take the pending batches in rounds, one each, and rank 0 writes them: a
+    # batch's result depends on its seed alone, so the images are those of one process.
+    for first in range(0, len(pending), world):
+        round_ = pending[first:first + world]
+        result = None
+        if rank < len(round_):
+            b = round_[rank]
+            chunk = work[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            seed = int(np.random.SeedSequence([cfg.seed, b]).generate_state(1)[0])
+            images, history = recover(teacher, torch.from_numpy(chunk[:, 0]), image_size, mean, std, cfg, seed,
+                                      device, progress, desc=f"distill batch {b + 1}/{len(batches)}")
+            result = (b, images, chunk, history)
+        for b, images, chunk, history in filter(None, distributed.gather(result)):
+            save_arrays(parts / f"batch_{b:05d}.npz", images=images, plan=chunk, ce=np.array(history["ce"]),
+                        bn=np.array(history["bn"]))
     images, labels, ids = [], [], []
     for b in range(len(batches)):
         with np.load(parts / f"batch_{b:05d}.npz") as data:
@@ -206,6 +215,11 @@ def distill(teacher: nn.Module, classes: list[str], ipc: int, image_size: int, m
     return out
 
 
+def batches_left(parts: Path, count: int) -> list[int]:
+    """The batches of a distillation not finished in PARTS yet (a resumed one skips the others)."""
+    return [b for b in range(count) if not (parts / f"batch_{b:05d}.npz").is_file()]
+
+
 def write_layout(out: Path, images: np.ndarray, labels: np.ndarray, ids: np.ndarray, image_format: str) -> None:
     """new{cls:03d}/class{cls:03d}_id{n:03d}.{png|jpg}, each class folder written atomically."""
     from PIL import Image
@@ -215,6 +229,8 @@ def write_layout(out: Path, images: np.ndarray, labels: np.ndarray, ids: np.ndar
     for c in np.unique(labels):
         with atomic_path(out / f"new{c:03d}") as tmp:
             tmp.mkdir()
+            if not distributed.is_main():  # under torchrun rank 0 writes the folder (atomic_path)
+                continue
             for img, n in zip(images[labels == c], ids[labels == c]):
                 path = tmp / f"class{c:03d}_id{n:03d}.{image_format}"
                 Image.fromarray(img).save(path, **({"quality": 95} if image_format == "jpg" else {}))

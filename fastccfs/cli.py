@@ -37,6 +37,10 @@ def _run(args) -> None:
     start = time.perf_counter()
     result = run(args.dataset, args.ipc, args.out, config=args.config, device=args.device,
                  progress=not args.quiet, **settings)
+    from fastccfs import distributed
+
+    if not distributed.is_main():  # under torchrun rank 0 prints the summary
+        return
     cfg, out = result.config, result.out
     print(f"\n{cfg['dataset']} IPC {cfg['ipc']}, {cfg['method']}: {len(result.selected)} real images selected → "
           f"{out} ({time.perf_counter() - start:.0f} s)")
@@ -73,7 +77,10 @@ def _distill(args) -> None:
                                                       "amp", "image_format")}
     out = distill(args.dataset, args.ipc, args.out, teacher=args.teacher, teacher_model=args.teacher_model,
                   root=args.root, cache=args.cache, device=args.device, progress=not args.quiet, **options)
-    print(f"wrote {args.ipc} images per class to {out}/ (new000/class000_id000.*, distilled.npz)")
+    from fastccfs import distributed
+
+    if distributed.is_main():
+        print(f"wrote {args.ipc} images per class to {out}/ (new000/class000_id000.*, distilled.npz)")
 
 
 def _bench(args) -> None:
@@ -99,11 +106,17 @@ def _bench_run(args) -> None:
     from fastccfs.bench import format_timings
     from fastccfs.config import RunConfig
 
+    from fastccfs import distributed
+
+    if distributed.launched() and not args.out:
+        raise UserError("under torchrun, bench run needs --out DIR (one run directory that every process shares)")
     settings = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name not in ("dataset", "ipc")}
     with tempfile.TemporaryDirectory(prefix="fastccfs-bench-") as tmp:
         result = run(args.dataset, args.ipc, args.out or f"{tmp}/run", config=args.config, device=args.device,
                      progress=not args.quiet, **settings)
         timings = json.loads((result.out / "timings.json").read_text())
+    if not distributed.is_main():
+        return
     print(format_timings(timings))
     if args.json:
         from fastccfs.atomic import write_json

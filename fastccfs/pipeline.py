@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fastccfs import selection
+from fastccfs import distributed, selection
 from fastccfs.atomic import atomic_path, save_arrays, write_json
 from fastccfs.config import MODEL_NAMES, RunConfig
 from fastccfs.errors import UserError
@@ -77,8 +78,21 @@ class Context:
         torch.manual_seed(seed)
         return create_model(name, self.num_classes, self.train.image_size[0])
 
-    def loader(self, store, **kw):
+    def loader(self, store, shard: bool = True, **kw):
+        """A loader over STORE; under torchrun (shard) this rank's share: a training loader's batch_size is
+        the global batch, split over the ranks."""
         backend = self.cfg.loader
+        world = distributed.world_size()
+        if shard and world > 1:
+            kw.update(rank=distributed.rank(), world_size=world)
+            if kw.get("augment", True):
+                if kw["batch_size"] < world:
+                    raise UserError(f"a batch of {kw['batch_size']} cannot be split over {world} processes: use "
+                                    f"--batch-size ≥ {world} or fewer processes")
+                if kw["batch_size"] % world:
+                    self.note(f"the global batch {kw['batch_size']} is not a multiple of the {world} processes: "
+                              f"{kw['batch_size'] // world} per process")
+                kw["batch_size"] //= world
         if backend in ("ffcv", "dali"):
             # FFCV and DALI read the store's own files and crop with RandomResizedCrop: a set with distilled
             # images, or the teachers' padded crops, come from memory instead.
@@ -96,8 +110,9 @@ class Context:
             self.notes.add(message)
             self.log(f"fastccfs: note: {message}")
 
-    def eval_loader(self, store, indices=None):
-        return self.loader(store, augment=False, batch_size=EVAL_BATCH.get(self.device.type, 1024), indices=indices)
+    def eval_loader(self, store, indices=None, shard: bool = True):
+        return self.loader(store, shard, augment=False, batch_size=EVAL_BATCH.get(self.device.type, 1024),
+                           indices=indices)
 
     def log(self, message: str) -> None:
         if self.logger is not None:
@@ -219,7 +234,7 @@ def train_teacher(ctx: Context) -> tuple[torch.nn.Module, dict, np.ndarray]:
     recipe = Recipe(cfg.teacher_epochs, cfg.teacher_lr, cfg.momentum, cfg.teacher_weight_decay,
                     min(cfg.teacher_warmup_epochs, cfg.teacher_epochs // 2))
     history = fit(teacher, loader, recipe, device=ctx.device, amp=cfg.amp, compile=cfg.compile,
-                  on_batch=counter.update, progress=ctx.progress, desc="teacher")
+                  on_batch=counter.update, progress=ctx.progress, desc="teacher", distributed=True)
     if ctx.work:
         ctx.work.finished(history["images"], history["seconds"])
     return teacher, history, counter.scores(cfg.teacher_epochs)
@@ -243,7 +258,9 @@ def stage_teacher(ctx: Context) -> tuple[torch.nn.Module, np.ndarray]:
         logits, labels, _ = predict(teacher, ctx.eval_loader(ctx.train), ctx.device, cfg.amp)
         pred = logits.argmax(1)
         test_acc = accuracy(teacher, ctx.eval_loader(ctx.test), ctx.device, cfg.amp)
-        np.save(out / "teacher_pred.npy", pred)
+        with atomic_path(out / "teacher_pred.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, pred)
         write_json(out / "teacher.json", {"train_acc": float((pred == labels).mean()), "test_acc": test_acc,
                                           "checkpoint": cfg.teacher or str(out / "teacher.pt")})
     info = json.loads((out / "teacher.json").read_text())
@@ -315,16 +332,18 @@ def stage_start(ctx: Context, scores: np.ndarray | None, teacher) -> SyntheticSe
 
 
 def _train_on(ctx: Context, current: SyntheticSet, model_name: str, seed: int, teacher, epochs: int,
-              evaluate: bool, desc: str):
+              evaluate: bool, desc: str, distributed: bool = True):
+    """Train MODEL_NAME on the current set (KD from the teacher); distributed: DDP over the ranks (a
+    filter), else whole in this process (an evaluation run, one per rank)."""
     cfg = ctx.cfg
     model = ctx.model(model_name, seed)
     batch = cfg.batch_size or batch_size_for(len(current), len(ctx.train))
-    loader = ctx.loader(ctx.train, batch_size=batch, seed=seed, **current.loader_arguments())
+    loader = ctx.loader(ctx.train, distributed, batch_size=batch, seed=seed, **current.loader_arguments())
     recipe = Recipe(epochs, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.warmup_epochs, temperature=cfg.temperature)
-    test_loader = ctx.eval_loader(ctx.test)
+    test_loader = ctx.eval_loader(ctx.test, shard=distributed)
     history = fit(model, loader, recipe, teacher=teacher, device=ctx.device, amp=cfg.amp, compile=cfg.compile,
                   evaluate=(lambda m: accuracy(m, test_loader, ctx.device, cfg.amp)) if evaluate else None,
-                  evaluate_from=cfg.eval_from, progress=ctx.progress, desc=desc)
+                  evaluate_from=cfg.eval_from, progress=ctx.progress, desc=desc, distributed=distributed)
     history["batch_size"] = batch
     if ctx.work:
         ctx.work.finished(history["images"], history["seconds"])
@@ -346,7 +365,7 @@ def curriculum_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teache
     reach (or all of them), select k per class. Writes nothing."""
     cfg = ctx.cfg
     labels = ctx.train.labels
-    record = {"phase": j, "set_size": len(current), "k_per_class": k}
+    record = {"phase": j, "set_size": len(current), "k_per_class": k, "world_size": distributed.world_size()}
     selected = np.zeros(len(labels), bool)
     selected[current.real_indices] = True
     seconds = {}
@@ -390,6 +409,7 @@ def curriculum_phase(ctx: Context, j: int, current: SyntheticSet, k: int, teache
                                       teacher_pred=teacher_pred if cfg.teacher_filter else None, coarse=coarse,
                                       fine=cfg.fine, seed=ctx.seed("fine", j), num_classes=ctx.num_classes,
                                       class_names=ctx.train.classes, semantics=cfg.semantics)
+    chosen = distributed.broadcast(chosen)  # every rank continues from rank 0's picks
     seconds["selection"] = time.perf_counter() - t
     d = difficulty[chosen.indices]
     record.update(coarse=coarse, selected=len(chosen.indices), filled=int(chosen.filled.sum()),
@@ -464,22 +484,34 @@ def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> d
     """Train each evaluation model from scratch on the final set with KD, num_eval seeds each."""
     cfg, out = ctx.cfg, ctx.out
     epochs = cfg.eval_epochs or cfg.epochs
+    jobs = [(name, r) for name in cfg.eval_models for r in range(cfg.num_eval)
+            if not (out / "eval" / f"{name}_{r}.json").is_file()]
+    # Under torchrun the runs are spread over the ranks in rounds of one run each, every run trained whole
+    # in its process (its seed alone decides it: the results are the sequential ones), then gathered and
+    # written by rank 0. One process runs them in order.
+    world = distributed.world_size()
+    for first in range(0, len(jobs), world):
+        round_ = jobs[first:first + world]
+        result = None
+        if distributed.rank() < len(round_):
+            name, r = round_[distributed.rank()]
+            ctx.log(f"evaluation: {name} {r + 1}/{cfg.num_eval} on {len(final)} images for {epochs} epochs"
+                    f"{ctx.work.left() if ctx.work else ''}")
+            t = time.perf_counter()
+            _, history = _train_on(ctx, final, name, ctx.seed("eval", r), teacher, epochs, evaluate=True,
+                                   desc=f"eval {name} {r + 1}/{cfg.num_eval}", distributed=False)
+            accs = history["test_acc"]
+            result = (name, r, time.perf_counter() - t,
+                      {"final_epoch_acc": accs[max(accs)], "max_last_20pct_acc": max(accs.values()),
+                       "test_acc_by_epoch": {str(e): a for e, a in accs.items()}, "seconds": history["seconds"],
+                       "batch_size": history["batch_size"], "rank": distributed.rank()})
+        for name, r, wall, record in filter(None, distributed.gather(result)):
+            write_json(out / "eval" / f"{name}_{r}.json", record)
+            run_dir.timings[f"eval_{name}_{r}"] = round(wall, 3)
+        run_dir.save_timings()
     results = {}
     for name in cfg.eval_models:
-        runs = []
-        for r in range(cfg.num_eval):
-            path = out / "eval" / f"{name}_{r}.json"
-            if not path.is_file():
-                ctx.log(f"evaluation: {name} {r + 1}/{cfg.num_eval} on {len(final)} images for {epochs} epochs"
-                        f"{ctx.work.left() if ctx.work else ''}")
-                with run_dir.timed(f"eval_{name}_{r}"):
-                    _, history = _train_on(ctx, final, name, ctx.seed("eval", r), teacher, epochs, evaluate=True,
-                                           desc=f"eval {name} {r + 1}/{cfg.num_eval}")
-                accs = history["test_acc"]
-                write_json(path, {"final_epoch_acc": accs[max(accs)], "max_last_20pct_acc": max(accs.values()),
-                                  "test_acc_by_epoch": {str(e): a for e, a in accs.items()},
-                                  "seconds": history["seconds"], "batch_size": history["batch_size"]})
-            runs.append(json.loads(path.read_text()))
+        runs = [json.loads((out / "eval" / f"{name}_{r}.json").read_text()) for r in range(cfg.num_eval)]
         results[name] = {key: _mean_std([run[key] for run in runs]) for key in ("final_epoch_acc", "max_last_20pct_acc")}
         results[name]["runs"] = len(runs)
     summary = {"set_size": len(final), "ipc": cfg.ipc, "epochs": epochs,
@@ -527,33 +559,43 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
     Everything that can be checked without computing is checked before the directory is made, and a run
     that fails before finishing its first stage leaves no directory behind."""
     check_config(cfg)
+    device = distributed.init(device)  # under torchrun: join the job; every rank runs every stage
+    progress = progress and distributed.is_main()
     run_dir = RunDir(out, cfg)
     run_dir.check()
     device = resolve_device(device)
     t = time.perf_counter()
-    stores = convert(cfg.dataset, cfg.root, cfg.cache, progress=progress)
-    check_inputs(cfg, stores["train"])
-    if cfg.loader in ("ffcv", "dali"):
-        from fastccfs.formats import convert_store
+    with distributed.rank0_first():  # rank 0 decodes into the shared cache, the others open its result
+        stores = convert(cfg.dataset, cfg.root, cfg.cache, progress=progress)
+        check_inputs(cfg, stores["train"])
+        if cfg.loader in ("ffcv", "dali"):
+            from fastccfs.formats import convert_store
 
-        for store in stores.values():
-            convert_store(store, cfg.loader, progress=progress)
+            for store in stores.values():
+                convert_store(store, cfg.loader, progress=progress)
     convert_s = time.perf_counter() - t  # opening the stores when they exist, decoding the dataset when not
     data = run_dir.check_data(stores)
+    main = distributed.is_main()
     try:
-        run_dir.create(data)
-        run_dir.timings.setdefault("convert", round(convert_s, 3))
-        with RunLog(run_dir.path / "run.log", quiet=not progress) as logger:
-            try:
-                summary = _run_stages(cfg, run_dir, stores, device, progress, logger)
-            except Exception as e:
-                logger.log(f"fastccfs: error: {e}")
-                raise
+        if main:
+            run_dir.create(data)
+            run_dir.timings.setdefault("convert", round(convert_s, 3))
+        distributed.barrier()
+        with distributed.writes_by_rank0(run_dir.path):
+            with RunLog(run_dir.path / "run.log", quiet=not progress) if main else nullcontext() as logger:
+                try:
+                    summary = _run_stages(cfg, run_dir, stores, device, progress, logger)
+                except Exception as e:
+                    if logger is not None:
+                        logger.log(f"fastccfs: error: {e}")
+                    raise
     except BaseException:
-        run_dir.release()
-        run_dir.abandon()
+        if main:
+            run_dir.release()
+            run_dir.abandon()
         raise
-    run_dir.release()
+    if main:
+        run_dir.release()
     return summary
 
 

@@ -98,13 +98,15 @@ class RunDir:
         self.save_timings()
 
     def save_timings(self) -> None:
+        from fastccfs import distributed
         from fastccfs.bench import machine
         from fastccfs.precision import decisions
 
         # the dtype each model computed in under amp auto, and where: the figures' context
         write_json(self.path / "timings.json", {"stages": self.timings,
                                                 "total_s": round(sum(self.timings.values()), 3),
-                                                "machine": machine(), "precision": {**self.precision, **decisions()}})
+                                                "machine": machine(), "precision": {**self.precision, **decisions()},
+                                                **distributed.describe()})
 
 
 class RunLog:

@@ -75,23 +75,35 @@ def _autocast(dtype: torch.dtype | None, device: torch.device):
 
 def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = None, device="cpu",
         amp: str = "auto", compile: bool = False, evaluate=None, evaluate_from: float = 0.8, on_batch=None,
-        progress: bool = True, desc: str = "train") -> dict:
+        progress: bool = True, desc: str = "train", distributed: bool = False) -> dict:
     """Train `model` in place; returns the history.
 
     teacher: KD from its logits (else cross-entropy with the labels).
     evaluate(model) → accuracy: called after every epoch past `evaluate_from`·epochs (the reference's
     "epoch > 0.8·epochs"), and always after the last.
     on_batch(logits, y, idx): sees every training batch's detached logits (forgetting events).
+    distributed: under torchrun, DistributedDataParallel over the ranks; LOADER must then serve this
+    rank's share of each epoch (rank=, world_size=). The history is the whole job's, on every rank, and
+    on_batch sees every rank's batches of an epoch at its end, gathered by sample index (each sample
+    once), so per-sample statistics count exactly as in one process given the same predictions.
     """
     from tqdm import tqdm
 
+    from fastccfs import distributed as dist_
+
+    distributed = distributed and dist_.active()
     device = torch.device(device)
     fmt = memory_format(model, device)
     model.to(device, memory_format=fmt).train()
     if teacher is not None:  # it only infers: BatchNorm folded (ConvNet-BN KD step 1.07× on the CPU machine)
         teacher_fmt = memory_format(teacher, device)
         teacher = folded(teacher.to(device, memory_format=teacher_fmt).eval()).to(memory_format=teacher_fmt)
-    step_model = torch.compile(model) if compile else model
+    step_model = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = torch.compile(step_model) if compile else step_model
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     history = {"loss": [], "train_acc": [], "test_acc": {}, "seconds": 0.0, "images": 0, "dtype": None}
@@ -107,10 +119,13 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         seen = 0
+        epoch_batches = []  # distributed on_batch: this rank's (logits, y, idx) of the epoch
         for x, y, idx in loader:
             x = x.contiguous(memory_format=fmt)
             if history["dtype"] is None:  # decided on the first batch's shape (a measurement on some CPUs)
                 dtype = autocast_dtype(device, amp, model, tuple(x.shape), train=True, teacher=teacher)
+                if distributed:  # every rank computes in rank 0's choice
+                    dtype = dist_.broadcast(dtype)
                 history["dtype"] = "bf16" if dtype is not None else "fp32"
             with _autocast(dtype, device):
                 logits = step_model(x)
@@ -126,9 +141,17 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            if on_batch is not None:
+            if on_batch is not None and distributed:
+                epoch_batches.append((logits.detach().cpu(), y.cpu(), idx.cpu()))
+            elif on_batch is not None:
                 on_batch(logits.detach(), y, idx)
             bar.update()
+        if distributed:
+            totals = dist_.all_reduce_sum(torch.stack([loss_sum.float().cpu(), correct.float().cpu(),
+                                                        torch.tensor(float(seen))]).to(device))
+            loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
+            if on_batch is not None:
+                on_batch(*_gathered_by_sample(epoch_batches, device))
         mean_loss = float(loss_sum) / max(seen, 1)
         if not math.isfinite(mean_loss):
             raise UserError(f"{desc}: the loss became {mean_loss} in epoch {epoch + 1}; lower the learning rate "
@@ -147,23 +170,58 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
     return history
 
 
-def _gather_interleaved(t: torch.Tensor) -> torch.Tensor:
-    """All ranks' rows in the order of the unsharded split: rank r holds positions r, r+W, … (an
-    evaluation loader's share, loaders.order.epoch_order without padding)."""
+def _gathered_by_sample(batches: list, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every rank's (logits, y, idx) of an epoch, concatenated, each sample once (the padding that evens
+    out the ranks' shares repeats a few samples: their first presentation in rank order is kept)."""
+    from fastccfs import distributed as dist_
+
+    mine = [torch.cat(parts) for parts in zip(*batches)] if batches else None
+    parts = [p for p in dist_.gather(mine) if p is not None]
+    logits, y, idx = (torch.cat(t) for t in zip(*parts))
+    ids, rows = idx.numpy(), np.arange(len(idx))
+    real = ids >= 0  # distilled images (ids < 0) are distinct samples whatever their id
+    _, first = np.unique(ids[real], return_index=True)
+    keep = torch.from_numpy(np.sort(np.concatenate([rows[real][first], rows[~real]])))
+    return logits[keep].to(device), y[keep].to(device), idx[keep].to(device)
+
+
+def _all_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of T, concatenated in rank order (shares may differ in length)."""
     import torch.distributed as dist
 
-    world = dist.get_world_size()
-    size = torch.tensor([len(t)], device=t.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = int(max(sizes))
-    padded = torch.cat([t, t.new_zeros((longest - len(t), *t.shape[1:]))])
-    parts = [torch.empty_like(padded) for _ in range(world)]
+    from fastccfs.distributed import gather
+
+    shapes = gather(tuple(t.shape))  # a rank with an empty share has no batch to tell the row shape
+    sizes = [shape[0] for shape in shapes]
+    row = next((shape[1:] for shape in shapes if shape[0]), t.shape[1:])
+    longest = max(sizes)
+    t = t.reshape(len(t), *row)
+    padded = torch.cat([t, t.new_zeros((longest - len(t), *row))])
+    parts = [torch.empty_like(padded) for _ in shapes]
     dist.all_gather(parts, padded)
-    out = t.new_empty((int(sum(sizes)), *t.shape[1:]))
-    for rank, (part, n) in enumerate(zip(parts, sizes)):
-        out[rank::world] = part[: int(n)]
-    return out
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+
+def _unsharded(results: list[torch.Tensor], loader) -> list[torch.Tensor]:
+    """(logits, labels, ids) of every rank, in the order one process would produce: the loader's own id
+    order. Backends shard differently (tensor/torch: interleaved; DALI: contiguous with its last batch
+    padded; FFCV: its own distributed order), so rows are placed by sample id, each once."""
+    gathered = [_all_rows(t) for t in results]
+    order = torch.as_tensor(loader.ids).cpu().numpy()
+    ids = gathered[2].cpu().numpy()
+    if len(np.unique(order)) != len(order):
+        raise UserError("sharded inference needs distinct sample ids in the loader (a set that repeats a sample "
+                        "cannot be put back in order): predict it in one process")
+    position = {int(i): p for p, i in enumerate(order.tolist())}
+    where = np.full(len(order), -1, np.int64)
+    for row, i in enumerate(ids.tolist()):
+        p = position.get(int(i))
+        if p is not None and where[p] < 0:
+            where[p] = row
+    if (where < 0).any():
+        raise RuntimeError(f"sharded inference lost {(where < 0).sum()} of {len(order)} samples")
+    take = torch.from_numpy(where).to(gathered[0].device)
+    return [t[take] for t in gathered]
 
 
 def folded(model: nn.Module) -> nn.Module:
@@ -213,9 +271,12 @@ def predict(model: nn.Module, loader, device="cpu", amp: str = "auto") -> tuple[
         logits.append(out.float())
         labels.append(y)
         ids.append(idx)
+    if not logits:  # an empty share of a sharded split (fewer samples than ranks)
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        logits, labels, ids = [torch.zeros(0, 0, device=device)], [empty], [empty]
     results = [torch.cat(t) for t in (logits, labels, ids)]
     if getattr(loader, "world_size", 1) > 1:
-        results = [_gather_interleaved(t) for t in results]
+        results = _unsharded(results, loader)
     return tuple(t.cpu().numpy() for t in results)
 
 

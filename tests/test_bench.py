@@ -27,6 +27,8 @@ def test_gpu_script_smoke_writes_its_json_without_the_path_python(tmp_path):
                                                          "64px-batch4-kd-eager"}
     assert all(v["images_per_s"] > 0 for v in result["train"].values())
     assert result["inference_64px_images_per_s"] > 0 and result["forward_gflops_per_image_32px"] > 0.5
+    assert set(result["loaders_64px"]) == {"tensor", "torch", "ffcv-raw", "dali-jpg"}
+    assert all(v.get("images_per_s", 0) > 0 for v in result["loaders_64px"].values()), result["loaders_64px"]
     phase = result["ccfs_phase_tiny_ipc100"]
     assert set(phase["seconds"]) >= {"train", "inference", "selection"} and phase["projected_three_phases_s"] > 0
 

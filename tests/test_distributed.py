@@ -1,38 +1,195 @@
-"""predict() under torch.distributed (gloo, 2 CPU processes): each rank infers its share and every
-rank ends with the whole split in store order, equal to a single-process predict()."""
+"""torch.distributed (gloo, 2 CPU processes): what is identical to one process is tested equal; the whole
+pipeline under torchrun completes and writes its run directory once; a dead rank ends the job."""
+import json
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import FAST, REPO
 
 from fastccfs.loaders import make_loader
 from fastccfs.models import create_model
 from fastccfs.store import Store
 from fastccfs.trainer import predict
 
+ENV_1_THREAD = {"OMP_NUM_THREADS": "1", "FASTCCFS_DIST_TIMEOUT": "60"}
 
-def _worker(rank, world, init_file, store_path, out):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+
+def torchrun(*args, env=None, timeout=600):
+    """`torchrun --standalone --nproc_per_node 2 -m fastccfs ARGS` with the test interpreter."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **ENV_1_THREAD, **(env or {})})
+
+
+def _spawn(fn, tmp_path, *args):
+    mp.spawn(_entry, args=(fn, str(tmp_path / "init"), *args), nprocs=2)
+
+
+def _entry(rank, fn, init_file, *args):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        torch.manual_seed(0)
-        model = create_model("convnet_bn", 10)
-        store = Store.open(store_path)
-        loader = make_loader(store, augment=False, batch_size=64, device="cpu", indices=np.arange(301), rank=rank,
-                             world_size=world)
-        logits, labels, ids = predict(model, loader)
-        np.savez(f"{out}_{rank}.npz", logits=logits, labels=labels, ids=ids)
+        fn(rank, *args)
     finally:
         dist.destroy_process_group()
 
 
-def test_predict_gathers_ranks_into_store_order(demo_stores, tmp_path):
-    store = demo_stores["train"]
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(store.path), str(tmp_path / "out")), nprocs=2)
+def _predict_shard(rank, store_path, backend, out):
     torch.manual_seed(0)
     model = create_model("convnet_bn", 10)
-    whole = predict(model, make_loader(store, augment=False, batch_size=64, device="cpu", indices=np.arange(301)))
+    loader = make_loader(Store.open(store_path), backend=backend, augment=False, batch_size=64, device="cpu",
+                         indices=np.arange(301), rank=rank, world_size=2)
+    logits, labels, ids = predict(model, loader, amp="off")
+    np.savez(f"{out}_{rank}.npz", logits=logits, labels=labels, ids=ids)
+
+
+@pytest.mark.parametrize("backend", ["tensor", "torch", "ffcv", "dali"])
+def test_sharded_inference_equals_one_process_for_every_backend(demo_stores, cache, tmp_path, backend):
+    """Each backend shards in its own way (interleaved, DALI contiguous and padded, FFCV its own order):
+    every rank ends with the whole split in the loader's order."""
+    from fastccfs.formats import convert_store
+
+    store = demo_stores["train"]
+    if backend in ("ffcv", "dali"):
+        convert_store(store, backend, progress=False)
+    _spawn(_predict_shard, tmp_path, str(store.path), backend, str(tmp_path / "out"))
+    torch.manual_seed(0)
+    model = create_model("convnet_bn", 10)
+    whole = predict(model, make_loader(store, backend=backend, augment=False, batch_size=64, device="cpu",
+                                       indices=np.arange(301)), amp="off")
+    np.testing.assert_array_equal(whole[2], np.arange(301))
     for rank in (0, 1):
         got = np.load(tmp_path / f"out_{rank}.npz")
         np.testing.assert_array_equal(got["ids"], np.arange(301))
         np.testing.assert_array_equal(got["labels"], store.labels[:301])
         np.testing.assert_allclose(got["logits"], whole[0], atol=1e-4)
+
+
+def _forgetting_shard(rank, epochs_path, out):
+    from fastccfs.scores import ForgettingCounter
+    from fastccfs.trainer import _gathered_by_sample
+
+    epochs = np.load(epochs_path)["pred"]  # epochs × samples: the predicted labels of each presentation
+    n, labels = epochs.shape[1], np.arange(epochs.shape[1]) % 3
+    counter = ForgettingCounter(n)
+    for e, pred in enumerate(epochs):
+        # this rank's share of the epoch, padded as a training loader pads it (a sample seen twice)
+        order = np.random.default_rng(e).permutation(n)
+        order = np.concatenate([order, order[:1]])[rank::2]
+        batches = [(torch.nn.functional.one_hot(torch.from_numpy(pred[chunk]), 3).float(),
+                    torch.from_numpy(labels[chunk]), torch.from_numpy(chunk)) for chunk in np.array_split(order, 3)]
+        counter.update(*_gathered_by_sample(batches, "cpu"))
+    np.save(f"{out}_{rank}.npy", counter.scores(len(epochs)))
+
+
+def test_forgetting_counts_equal_one_process_given_the_same_predictions(tmp_path):
+    from fastccfs.scores import ForgettingCounter
+
+    rng = np.random.default_rng(0)
+    pred = rng.integers(0, 3, (6, 101))
+    np.savez(tmp_path / "epochs.npz", pred=pred)
+    _spawn(_forgetting_shard, tmp_path, str(tmp_path / "epochs.npz"), str(tmp_path / "f"))
+    one = ForgettingCounter(101)
+    labels = torch.arange(101) % 3
+    for p in pred:
+        one.update(torch.nn.functional.one_hot(torch.from_numpy(p), 3).float(), labels, torch.arange(101))
+    expected = one.scores(6)
+    assert expected.max() > 1, "a case with repeated forgetting"
+    for rank in (0, 1):
+        np.testing.assert_array_equal(np.load(tmp_path / f"f_{rank}.npy"), expected)
+
+
+def _distill_shard(rank, teacher_path, out):
+    from fastccfs.cda import DistillConfig, distill
+    from fastccfs.distributed import writes_by_rank0
+
+    teacher = create_model("convnet_bn", 10)
+    teacher.load_state_dict(torch.load(teacher_path))
+    with writes_by_rank0(out):
+        distill(teacher, [f"c{c}" for c in range(10)], 3, 32, (0.5,) * 3, (0.25,) * 3,
+                DistillConfig(iterations=3, batch_size=8, amp="off"), out, progress=False)
+
+
+def test_distillation_under_two_ranks_equals_one_process(tmp_path):
+    """4 batches of 8 (30 images) over 2 ranks: the same images as one process, written once by rank 0."""
+    from fastccfs.cda import DistillConfig, distill
+
+    torch.manual_seed(0)
+    teacher = create_model("convnet_bn", 10)
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    _spawn(_distill_shard, tmp_path, str(tmp_path / "teacher.pt"), str(tmp_path / "two"))
+    torch.set_num_threads(1)
+    try:
+        distill(teacher, [f"c{c}" for c in range(10)], 3, 32, (0.5,) * 3, (0.25,) * 3,
+                DistillConfig(iterations=3, batch_size=8, amp="off"), tmp_path / "one", progress=False)
+    finally:
+        torch.set_num_threads(os.cpu_count())
+    one, two = np.load(tmp_path / "one" / "distilled.npz"), np.load(tmp_path / "two" / "distilled.npz")
+    np.testing.assert_array_equal(two["labels"], one["labels"])
+    np.testing.assert_array_equal(two["images"], one["images"])
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_torchrun_runs_the_pipeline_and_writes_the_run_once(demo_stores, cache, tmp_path):
+    """`torchrun --nproc_per_node 2 -m fastccfs run demo`: teacher and filters under DDP, evaluation runs
+    spread over the ranks (equal to the same runs in one process), one run directory."""
+    out = tmp_path / "ddp"
+    result = torchrun("-m", "fastccfs", "run", "demo", "--cache", str(cache), "--out", str(out), *FAST,
+                      "--teacher-epochs", "1", "--num-eval", "2", "--amp", "off")
+    assert result.returncode == 0, result.stderr[-3000:]
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["world_size"] == 2 and timings["backend"] == "gloo"
+    assert {p["world_size"] for p in json.loads((out / "phases.json").read_text())} == {2}
+    log = (out / "run.log").read_text()
+    assert log.count("fastccfs run demo") == 1 and log.count("phase 1: set") == 1, "rank 0 alone writes the log"
+    assert {json.loads((out / "eval" / f"convnet_bn_{r}.json").read_text())["rank"] for r in (0, 1)} == {0, 1}
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    selected = json.loads((out / "selected_indices.json").read_text())["idx_selected"]
+    assert len(selected) == len(set(selected)) == 10 * 20 - 10 * 4  # IPC 20, α 0.2 random real start excluded
+
+    # The evaluation runs of the same final set in one process (1 thread, as each rank had) give the same
+    # accuracies: each run's seed alone decides it.
+    from fastccfs.cli import main
+
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for name in ("config.yaml", "data.json", "teacher.pt", "teacher.json", "teacher_pred.npy", "forgetting.npz",
+                 "teacher_training.json", "scores.npy", "start.npz", "phases.json", "selected_indices.json",
+                 "synthetic_set.npz", *[f"phase_{j}.{e}" for j in (1, 2, 3) for e in ("json", "npz")]):
+        (seq / name).write_bytes((out / name).read_bytes())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["run", "demo", "--cache", str(cache), "--out", str(seq), *FAST, "--teacher-epochs", "1",
+                     "--num-eval", "2", "--amp", "off"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    for r in (0, 1):
+        a, b = (json.loads((d / "eval" / f"convnet_bn_{r}.json").read_text()) for d in (out, seq))
+        assert a["test_acc_by_epoch"] == b["test_acc_by_epoch"]
+
+
+def test_a_dead_rank_ends_the_job_with_a_clear_error(demo_stores, cache, tmp_path):
+    """Rank 1 is killed (SIGKILL) while training: the job ends well within the timeout, non-zero, naming
+    the failed rank, and leaves no half-written file."""
+    script = tmp_path / "die.py"
+    script.write_text(
+        "import os, signal, sys, threading, time\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    threading.Timer(8.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()\n"
+        "from fastccfs.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    out = tmp_path / "dead"
+    start = time.monotonic()
+    result = torchrun(str(script), "run", "demo", "--cache", str(cache), "--out", str(out), *FAST,
+                      "--teacher-epochs", "30", env={"PYTHONPATH": str(REPO)})
+    assert result.returncode != 0 and time.monotonic() - start < 60 + 30
+    assert "rank" in result.stderr.lower() and ("Signals.SIGKILL" in result.stderr or "exitcode" in result.stderr)
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]

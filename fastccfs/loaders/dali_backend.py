@@ -67,6 +67,7 @@ class DALILoader:
         self.shuffle = augment if shuffle is None else shuffle
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(self.device)
         ids = np.asarray(ids, np.int64)
+        self.ids, self.rank, self.world_size = ids, rank, world_size
         files = [str(sample_file(Path(folder), int(i), pages)) for i in ids]
         height, width, _ = image_shape
         cuda = self.device.type == "cuda"

@@ -77,6 +77,7 @@ class FFCVLoader:
             return [IntDecoder(), ToTensor(), Squeeze()] + ([ToDevice(self.device, non_blocking=True)] if cuda else [])
 
         self.ids = np.asarray(ids, np.int64)
+        self.rank, self.world_size = rank, world_size  # FFCV itself takes the rank from torch.distributed
         self.loader = Loader(str(path), batch_size=batch_size, num_workers=num_workers or -1,
                              order=OrderOption.RANDOM if self.shuffle else OrderOption.SEQUENTIAL, seed=seed,
                              indices=self.ids, drop_last=drop_last, distributed=world_size > 1,
