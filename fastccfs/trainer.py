@@ -166,6 +166,11 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
         bar.set_postfix(epoch=f"{epoch + 1}/{recipe.epochs}", loss=f"{mean_loss:.3f}",
                         img_s=f"{history['images'] / elapsed:.0f}")
     bar.close()
+    if distributed:  # DDP syncs buffers before each forward, so the last batch left each rank's BatchNorm
+        import torch.distributed as dist  # statistics its own: every rank keeps rank 0's model (the saved one)
+
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
     history["seconds"] = time.perf_counter() - start
     return history
 
