@@ -1,11 +1,11 @@
 """Where a phase's time goes: torch.profiler over the filter's KD training and the full-split inference,
 at a preset's settings (phase 1's set size and batch), written as a plain-text summary.
 
-    .venv/bin/python benchmarks/profile_phase.py cifar10 --ipc 500 --model resnet18 --root DIR \
+    .venv/bin/python benchmarks/profile_phase.py cifar10 --ipc 500 --model resnet18 --teacher-model convnet_bn --root DIR \
         --out benchmarks/results/profile_resnet18.txt
 
-The teacher is an untrained network of the teacher's architecture: the cost of its forward does not
-depend on its weights (the operator mix is what is profiled, not the selection). The operators are
+The teacher is an untrained network of the teacher's architecture (--teacher-model: the benchmarks use
+convnet_bn, as benchmarks/curriculum.sh): the cost of its forward does not depend on its weights (the operator mix is what is profiled, not the selection). The operators are
 grouped (convolution, normalisation, optimizer, augmentation, …) so the summary says which part of
 the step a speed-up has to come from.
 """
@@ -67,6 +67,7 @@ def main() -> None:
     p.add_argument("dataset")
     p.add_argument("--ipc", type=int, required=True)
     p.add_argument("--model", default=None)
+    p.add_argument("--teacher-model", default=None, help="[default: the preset's]")
     p.add_argument("--epochs", type=int, default=3, help="profiled training epochs (after one unprofiled)")
     p.add_argument("--inference-images", type=int, default=5000)
     p.add_argument("--root", default=".")
@@ -74,7 +75,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
-    overrides = {"model": args.model} if args.model else {}
+    overrides = {k: v for k, v in (("model", args.model), ("teacher_model", args.teacher_model)) if v}
     cfg = resolve_run_config(args.dataset, args.ipc, None, overrides, quiet=True)
     stores = convert(args.dataset, args.root, args.cache, progress=False)
     train = stores["train"]

@@ -3,7 +3,8 @@ N processes with 1 thread each (CPU), or 1 GPU vs N GPUs; the wall-clock of the 
 and of the whole run, and the ratios. Writes one JSON.
 
     .venv/bin/python benchmarks/scaling.py --out benchmarks/results/scaling_cpu.json -- cifar10 --ipc 500 \
-        --root DIR --teacher T.pt --scores S.npy --phases 1 --epochs 25 --num-eval 0 --model convnet_bn
+        --root DIR --teacher T.pt --teacher-model convnet_bn --scores S.npy --model convnet_bn --init random --phases 1 \
+        --epochs 25 --num-eval 0
 
 Everything after `--` goes to `fastccfs bench run` as it is.
 """

@@ -153,6 +153,11 @@ def test_torchrun_runs_the_pipeline_and_writes_the_run_once(demo_stores, cache, 
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     selected = json.loads((out / "selected_indices.json").read_text())["idx_selected"]
     assert len(selected) == len(set(selected)) == 10 * 20  # IPC 20: the random real start and three phases
+    # the same command under torchrun again: every rank finds the finished stages, nothing is recomputed
+    stamp = (out / "phase_3.npz").stat().st_mtime_ns
+    again = torchrun("-m", "fastccfs", "run", "demo", "--cache", str(cache), "--out", str(out), *FAST,
+                     "--teacher-epochs", "1", "--num-eval", "2", "--amp", "off")
+    assert again.returncode == 0 and (out / "phase_3.npz").stat().st_mtime_ns == stamp, again.stderr[-2000:]
 
     # The evaluation runs of the same final set in one process (1 thread, as each rank had) give the same
     # accuracies: each run's seed alone decides it.
