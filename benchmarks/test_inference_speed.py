@@ -1,5 +1,5 @@
 """Full-split inference: fastccfs's predict() (the evaluation loader, `run`'s batch for the device,
-autocast "auto" = fp32 on CPUs) vs the reference's way (a pre-normalised fp32 tensor of the split,
+autocast "auto": bf16 where the CPU runs it natively and it measured faster, see fastccfs/precision.py) vs the reference's way (a pre-normalised fp32 tensor of the split,
 fp32 forward in batches of 256)."""
 import sys
 from pathlib import Path
