@@ -269,8 +269,8 @@ def predict(model: nn.Module, loader, device="cpu", amp: str = "auto") -> tuple[
     dtype = ...
     for x, y, idx in loader:
         x = x.contiguous(memory_format=fmt)
-        if dtype is ...:
-            dtype = autocast_dtype(device, amp, model, tuple(x.shape), train=False)
+        if dtype is ...:  # each rank decides for itself (a rank may hold no batch to decide on); after the
+            dtype = autocast_dtype(device, amp, model, tuple(x.shape), train=False)  # first, precision.json agrees
         with _autocast(dtype, device):
             out = model(x)
         logits.append(out.float())
