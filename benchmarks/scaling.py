@@ -28,10 +28,9 @@ def bench_run(args: list[str], nproc: int, threads: int, work: Path, name: str) 
     if nproc > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                    "-m", "fastccfs"]
-    else:
+    else:  # one process: one GPU where there are several (no-op on a CPU machine)
         command = [sys.executable, "-m", "fastccfs"]
-        if "CUDA_VISIBLE_DEVICES" not in env and nproc == 1:
-            env["CUDA_VISIBLE_DEVICES"] = env.get("FIRST_GPU", "0")
+        env.setdefault("CUDA_VISIBLE_DEVICES", "0")
     start = time.perf_counter()
     subprocess.run([*command, "bench", "run", *args, "--out", str(out), "--json", str(timings), "--quiet"], cwd=REPO,
                    env=env, check=True)
