@@ -1,30 +1,34 @@
-"""The paper's tables at CPU scale, on the real CIFAR-10: one script, every number of docs/results.md.
+"""The paper's high-IPC claims at CPU scale, on the real CIFAR-10: one command writes docs/results.md.
 
-    python benchmarks/study.py                    # ~90 min on 2 CPU cores; resumable (re-run to continue)
-    python benchmarks/study.py --scale smoke      # the same study on a toy scale (CI checks it, ~2 min)
+    .venv/bin/python benchmarks/study.py                # ~1.5 h on 2 CPU cores; resumable (re-run to continue)
+    .venv/bin/python benchmarks/study.py --scale smoke  # the same study on a toy scale (CI checks it)
 
-What it does, all through `fastccfs.pipeline.run` (the same code as `fastccfs run`):
-1. Splits CIFAR-10's train split, per class and seeded, into a POOL (what every method selects from and
+Everything runs through `fastccfs.pipeline.run` (the code of `fastccfs run`):
+1. CIFAR-10's train split is cut, per class and seeded, into a POOL (what every method selects from and
    trains on) and a VALIDATION part; the official test split is touched only by the final runs.
    Two .npz datasets share the pool as their train split: pool→validation (tuning) and pool→test.
-2. Trains one teacher (ConvNet-BN) on the pool, counting forgetting events (fastccfs's own scores), and
-   cuts the published forgetting and c-scores down to the pool.
-3. Tunes on the validation split only: training epochs (random real images), SelMatch's β (window),
-   CCFS's α (with the built-in CDA distilled part, recovered once for the largest α).
-4. On the test split with the tuned settings: Table 1 (≥ 3 seeds), Table 3 (coarse × fine),
-   Table 5 (J), Table 4 (score), Fig. 4 (a, b) from the CCFS run's report; writes docs/results.md.
-
-The scale lives in SCALES below; the pool is a subset of CIFAR-10 so that a CCFS phase (filter training,
-inference over the pool, selection) takes about a minute on 2 cores.
+2. A teacher (ConvNet-BN, the teacher recipe) is trained on the pool and tested on validation after
+   every epoch (its curve); its forgetting counts are fastccfs's own scores. CDA recovers the distilled
+   images once from it. Both are kept beside docs/study.json, so that a study resumed on another machine
+   continues from the very same teacher and distilled images.
+3. On validation only: lr (random real images), then per pool ratio the oracle window's β and CCFS's α,
+   each on a ladder of values that is walked until the best value has a tried neighbour on both sides.
+4. On the test split with the chosen values, every cell over the same seeds: Table 1 at each ratio,
+   Tables 3, 4, 5 at the first ratio; Fig. 4 from the Table 1 CCFS runs.
+Each finished run's numbers go into DOCS/study.json at once; a run already there is never run again.
+The numbers of results.md come from study.json alone.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +36,27 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
+# Each ladder is walked from its start and the start's neighbours (tune()); per ratio where keyed by it.
+LR_LADDER = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
+BETA_LADDER = tuple(round(0.1 * i, 1) for i in range(9))
+ALPHA_LADDER = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 SCALES = {
-    "cpu": dict(pool_per_class=800, val_per_class=100, test_per_class=None, ipc=40, teacher_epochs=10,
-                epoch_grid=(15, 30), beta_grid=(0.0, 0.1, 0.2, 0.4), alpha_grid=(0.1, 0.2, 0.3), seeds=3,
-                full_epochs=3, distill_iterations=200),
-    "smoke": dict(pool_per_class=40, val_per_class=10, test_per_class=20, ipc=10, teacher_epochs=1, epoch_grid=(1, 2),
-                  beta_grid=(0.0, 0.2), alpha_grid=(0.2, 0.3), seeds=2, full_epochs=1, distill_iterations=3),
+    "cpu": dict(pool_per_class=300, val_per_class=500, test_per_class=None, ratios=(0.1, 0.2), epochs=40,
+                teacher_epochs=60, seeds=3, distill_iterations=200, workers=2,
+                lr=(LR_LADDER, 0.1), beta=(BETA_LADDER, {0.1: 0.2, 0.2: 0.2}),
+                # α starts at the reference scripts' values: ccfs_cifar10.sh IPC 500 (10 %) 0.1, IPC 1000 (20 %) 0.3
+                alpha=(ALPHA_LADDER, {0.1: 0.1, 0.2: 0.3})),
+    "smoke": dict(pool_per_class=50, val_per_class=10, test_per_class=20, ratios=(0.1, 0.2), epochs=2,
+                  teacher_epochs=2, seeds=2, distill_iterations=2, workers=2,
+                  lr=((0.05,), 0.05), beta=((0.0, 0.2), {0.1: 0.0, 0.2: 0.0}),
+                  alpha=((0.2, 0.3), {0.1: 0.2, 0.2: 0.3})),
 }
-# Fixed for every run: the dataset-distillation ConvNet with BatchNorm (CDA needs BN statistics; the
-# instance-norm ConvNet is no faster here), lr 0.05, one evaluation per seed, test accuracy after the
-# last epoch only (tracking the last 20 % of epochs would double the CPU time of short runs), the
-# filters' test accuracy (Fig. 4a) only in the Table 1 CCFS runs (it costs a test-split pass per phase).
-FIXED = dict(model="convnet_bn", teacher_model="convnet_bn", eval_models=["convnet_bn"], lr=0.05, teacher_lr=0.05,
-             warmup_epochs=2, num_eval=1, eval_from=1.0, score="forgetting", phases=3, filter_test=False)
+# Fixed for every run: the dataset-distillation ConvNet with BatchNorm as filter, teacher and evaluation
+# model (CDA needs BN statistics); 2 warm-up epochs; one evaluation per seed, tested after its last epoch;
+# the published forgetting scores cut to the pool (what CCFS's code uses).
+FIXED = dict(model="convnet_bn", teacher_model="convnet_bn", eval_models=["convnet_bn"], warmup_epochs=2,
+             num_eval=1, eval_from=1.0, score="forgetting", phases=3, filter_test=False, inference="needed")
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)  # Student t, 95 % two-sided, df 1–10
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -64,7 +76,7 @@ def split_pool(labels: np.ndarray, pool_per_class: int, val_per_class: int, seed
 
 
 def prepare_data(work: Path, scale: dict, cifar_root: Path | None) -> dict:
-    """The two pool datasets, the pool's published scores, and the pool's indices into CIFAR-10."""
+    """The two pool datasets (decoded into stores), the pool's published scores and its CIFAR-10 indices."""
     from fastccfs.atomic import atomic_path, save_arrays
     from fastccfs.store import convert
 
@@ -72,326 +84,598 @@ def prepare_data(work: Path, scale: dict, cifar_root: Path | None) -> dict:
     files = {"val": data / "cifar10-pool-val.npz", "test": data / "cifar10-pool-test.npz",
              "forgetting": data / "forgetting_published.npy", "cscore": data / "cscore_published.npz",
              "pool": data / "pool_indices.npy"}
-    if all(f.is_file() for f in files.values()):
-        return files
-    if cifar_root is None:
-        cifar_root = work / "cifar-root"
-        if not (cifar_root / "cifar-10-batches-py").is_dir():
-            subprocess.run([sys.executable, str(SHARED / "make_cifar10_batches.py"), str(cifar_root)], check=True,
-                           stdout=subprocess.DEVNULL)
-    stores = convert("cifar10", cifar_root, work / "cache", progress=False)
-    train, test = stores["train"], stores["test"]
-    pool, val = split_pool(train.labels, scale["pool_per_class"], scale["val_per_class"])
-    x_pool, y_pool = np.asarray(train.images[pool]), train.labels[pool]
-    classes = np.array(train.classes)
-    save_arrays(files["val"], x_train=x_pool, y_train=y_pool, x_test=np.asarray(train.images[val]),
-                y_test=train.labels[val], classes=classes)
-    # The whole official test split; the smoke scale takes a per-class sample of it to stay fast.
-    held = (np.arange(len(test)) if scale["test_per_class"] is None
-            else np.sort(np.concatenate([np.flatnonzero(test.labels == c)[:scale["test_per_class"]]
-                                         for c in range(test.num_classes)])))
-    save_arrays(files["test"], x_train=x_pool, y_train=y_pool, x_test=np.asarray(test.images[held]),
-                y_test=test.labels[held], classes=classes)
-    with atomic_path(files["forgetting"]) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.load(SHARED / "reference-scores" / "forgetting_CIFAR10.npy")[pool])
-    with np.load(SHARED / "reference-scores" / "cscores_CIFAR10.npz") as cs:
-        assert (cs["labels"][pool] == y_pool).all(), "published c-score labels disagree with the CIFAR-10 order"
-        save_arrays(files["cscore"], scores=cs["scores"][pool], labels=cs["labels"][pool])
-    with atomic_path(files["pool"]) as tmp, open(tmp, "wb") as f:
-        np.save(f, pool)
+    if not all(f.is_file() for f in files.values()):
+        if cifar_root is None:
+            cifar_root = work / "cifar-root"
+            if not (cifar_root / "cifar-10-batches-py").is_dir():
+                subprocess.run([sys.executable, str(SHARED / "make_cifar10_batches.py"), str(cifar_root)], check=True,
+                               stdout=subprocess.DEVNULL)
+        stores = convert("cifar10", cifar_root, work / "cache", progress=False)
+        train, test = stores["train"], stores["test"]
+        pool, val = split_pool(train.labels, scale["pool_per_class"], scale["val_per_class"])
+        x_pool, y_pool = np.asarray(train.images[pool]), train.labels[pool]
+        classes = np.array(train.classes)
+        save_arrays(files["val"], x_train=x_pool, y_train=y_pool, x_test=np.asarray(train.images[val]),
+                    y_test=train.labels[val], classes=classes)
+        # The whole official test split; the smoke scale takes a per-class sample of it to stay fast.
+        held = (np.arange(len(test)) if scale["test_per_class"] is None
+                else np.sort(np.concatenate([np.flatnonzero(test.labels == c)[:scale["test_per_class"]]
+                                             for c in range(test.num_classes)])))
+        save_arrays(files["test"], x_train=x_pool, y_train=y_pool, x_test=np.asarray(test.images[held]),
+                    y_test=test.labels[held], classes=classes)
+        with atomic_path(files["forgetting"]) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.load(SHARED / "reference-scores" / "forgetting_CIFAR10.npy")[pool])
+        with np.load(SHARED / "reference-scores" / "cscores_CIFAR10.npz") as cs:
+            assert (cs["labels"][pool] == y_pool).all(), "published c-score labels disagree with the CIFAR-10 order"
+            save_arrays(files["cscore"], scores=cs["scores"][pool], labels=cs["labels"][pool])
+        with atomic_path(files["pool"]) as tmp, open(tmp, "wb") as f:
+            np.save(f, pool)
+    for split in ("val", "test"):  # decoded here, once, before the workers open them side by side
+        convert(str(files[split]), None, work / "cache", progress=False)
     return files
 
 
 # ---------------------------------------------------------------------------------------------- runs
 
 
+def run_job(job: dict) -> dict:
+    """One job in a worker process: a `fastccfs run` (or the CDA recovery), reduced to what the study
+    keeps. Runs with `threads` torch threads (1 when two jobs share the 2 cores)."""
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    t = time.perf_counter()
+    if job["kind"] == "distill":
+        return {**_distill(job), "seconds": time.perf_counter() - t, "threads": job["threads"]}
+    from fastccfs.config import resolve_run_config
+    from fastccfs.pipeline import run
+
+    values = {**FIXED, **job["settings"]}
+    cfg = resolve_run_config(job["dataset"], job["ipc"], None, values)
+    out = Path(job["out"])
+    run(cfg, out, device="cpu", progress=False)
+    record = {"seconds": time.perf_counter() - t, "threads": job["threads"], "settings": job["settings"],
+              "split": job["split"], "ipc": job["ipc"]}
+    if (out / "eval.json").is_file():
+        ev = json.loads((out / "eval.json").read_text())
+        record["acc"] = ev["models"]["convnet_bn"]["final_epoch_acc"]["mean"]
+        record["teacher_acc"] = json.loads((out / "teacher.json").read_text())["test_acc"]
+    if (out / "phases.json").is_file():
+        record["phases"] = [{"phase": p["phase"], "set_size": p["set_size"], "selected": p["selected"],
+                             **{k: p[k] for k in ("filter_train_acc", "filter_test_acc") if k in p},
+                             "difficulty": np.round(np.load(out / f"phase_{p['phase']}.npz")["difficulty"], 6).tolist()}
+                            for p in json.loads((out / "phases.json").read_text())]
+    if (out / "teacher_training.json").is_file():
+        record["teacher_training"] = json.loads((out / "teacher_training.json").read_text())
+        record["teacher_val_acc"] = json.loads((out / "teacher.json").read_text())["test_acc"]
+    return record
+
+
+def _distill(job: dict) -> dict:
+    """CDA images for the largest α·IPC any run takes, from the study's teacher, kept as one .npz."""
+    from fastccfs.atomic import save_arrays
+    from fastccfs.cda import dataset_defaults, distill
+    from fastccfs.distilled import read_distilled
+    from fastccfs.models import create_model, load_checkpoint
+    from fastccfs.store import convert
+
+    store = convert(job["dataset"], None, job["cache"], progress=False)["train"]
+    teacher = load_checkpoint(create_model("convnet_bn", store.num_classes), job["teacher"]).eval()
+    cfg = dataset_defaults("cifar10")
+    cfg.iterations, cfg.seed = job["iterations"], 0
+    folder = distill(teacher, store.classes, job["per_class"], store.image_size[0], store.mean, store.std, cfg,
+                     job["out"], "cpu", progress=False)
+    x, y = read_distilled(folder, store.classes, job["per_class"], store.images.shape[1:])
+    save_arrays(job["npz"], images=x, labels=y)
+    return {"per_class": job["per_class"], "iterations": job["iterations"]}
+
+
 class Study:
-    def __init__(self, work: Path, scale: dict, files: dict, progress: bool):
-        self.work, self.scale, self.files, self.progress = work, scale, files, progress
-        self.runs = work / "runs"
+    """The study's state: DOCS/study.json (every finished run's numbers), the committed teacher and
+    distilled images beside it, and the run directories under WORK."""
+
+    def __init__(self, work: Path, docs: Path, scale_name: str, files: dict, progress: bool):
+        self.work, self.docs, self.files, self.progress = work, docs, files, progress
+        self.scale_name, self.scale = scale_name, SCALES[scale_name]
+        self.json = docs / "study.json"
+        self.keep = docs / "study"  # the teacher and distilled images every later run loads
+        self.res = json.loads(self.json.read_text()) if self.json.is_file() else {}
+        plain = json.loads(json.dumps(self.scale))  # as study.json holds it
+        if self.res.get("scale_name", scale_name) != scale_name or self.res.get("scale", plain) != plain:
+            raise SystemExit(f"{self.json} holds a study at another scale: pass another --docs, or remove it to start over")
+        self.res.update(scale_name=scale_name, scale=self.scale, fixed=FIXED)
+        self.res.setdefault("runs", {})
+        self.pool = None
         self.started = time.perf_counter()
-        path = work / "timings.json"  # wall-clock seconds of each run, kept across invocations
-        self.timings = json.loads(path.read_text()) if path.is_file() else {}
-
-    def run(self, name: str, split: str, **settings) -> dict:
-        """One `fastccfs run` (resumed if it exists); returns its eval.json plus the run directory."""
-        from fastccfs.atomic import write_json
-        from fastccfs.config import resolve_run_config
-        from fastccfs.pipeline import run
-
-        values = {**FIXED, "cache": str(self.work / "cache"), "scores": str(self.files["forgetting"]), **settings}
-        cfg = resolve_run_config(str(self.files[split]), self.scale["ipc"], None, values)
-        out = self.runs / name
-        t = time.perf_counter()
-        if not (out / "eval.json").is_file() or values.get("num_eval") == 0:
-            run(cfg, out, device="cpu", progress=False)
-        seconds = time.perf_counter() - t
-        self.log(f"{name}: {seconds:.0f} s")
-        if seconds > self.timings.get(name, 0):  # a resumed, finished run costs ~0 s: keep its first time
-            self.timings[name] = seconds
-            write_json(self.work / "timings.json", self.timings)
-        result = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}
-        result["dir"] = out
-        return result
 
     def log(self, message: str) -> None:
         if self.progress:
             print(f"[{(time.perf_counter() - self.started) / 60:5.1f} min] {message}", flush=True)
 
+    def save(self) -> None:
+        from fastccfs.atomic import write_json
 
-def accuracy(result: dict) -> float:
-    return result["models"]["convnet_bn"]["final_epoch_acc"]["mean"]
+        write_json(self.json, self.res)
+
+    def job(self, name: str, split: str, ipc: int, **settings) -> dict:
+        values = {"cache": str(self.work / "cache"), "scores": str(self.files["forgetting"]), "seed": 0, **settings}
+        return {"kind": "run", "name": name, "split": split, "dataset": str(self.files[split]), "ipc": ipc,
+                "settings": values, "out": str(self.work / "runs" / name)}
+
+    def execute(self, jobs: list[dict]) -> None:
+        """Run the jobs not yet in study.json, side by side on the scale's workers; each result is saved
+        the moment it arrives."""
+        todo = [j for j in jobs if j["name"] not in self.res["runs"]]
+        if not todo:
+            return
+        for j in todo:  # two jobs side by side take a core each; a lone job takes both
+            j["threads"] = max(1, 2 // min(self.scale["workers"], len(todo)))
+        if self.pool is None:  # one pool for the whole study: each worker imports torch once
+            self.pool = ProcessPoolExecutor(self.scale["workers"], mp_context=get_context("spawn"))
+        futures = {self.pool.submit(run_job, j): j for j in todo}
+        for future in as_completed(futures):
+            name = futures[future]["name"]
+            self.res["runs"][name] = record = future.result()
+            self.res["compute_s"] = sum(r["seconds"] * r["threads"] / 2 for r in self.res["runs"].values())
+            self.save()
+            acc = f", accuracy {100 * record['acc']:.2f} %" if "acc" in record else ""
+            self.log(f"{name}: {record['seconds']:.0f} s on {record['threads']} thread(s){acc}")
+
+    def acc(self, name: str) -> float:
+        return self.res["runs"][name]["acc"]
 
 
-def seeds_of(study: Study, name: str, split: str, **settings) -> list[float]:
-    return [accuracy(study.run(f"{name}-s{s}", split, seed=s, **settings)) for s in range(study.scale["seeds"])]
+def tune(study: Study, ladders: dict, extra: list[dict] = ()) -> dict:
+    """Walk every ladder until its best value has a tried neighbour on both sides (or the ladder ends).
+    ladders: key → (values, start, make_job(value) → job); EXTRA jobs share the first round. Returns
+    key → {value: accuracy}; the ladders advance together, so each round's runs share the workers."""
+    tried = {key: set(i for i in (values.index(start) - 1, values.index(start), values.index(start) + 1)
+                      if 0 <= i < len(values)) for key, (values, start, _) in ladders.items()}
+    while True:
+        jobs = [make(values[i]) for key, (values, _, make) in ladders.items() for i in sorted(tried[key])]
+        study.execute(list(extra) + jobs)
+        extra = ()
+        grew = False
+        for key, (values, _, make) in ladders.items():
+            scores = {i: study.acc(make(values[i])["name"]) for i in tried[key]}
+            best = max(sorted(scores), key=scores.get)  # a tie goes to the smaller value
+            step = -1 if best == min(scores) else 1 if best == max(scores) else 0
+            if step and 0 <= best + step < len(values) and best + step not in tried[key]:
+                tried[key].add(best + step)
+                grew = True
+        if not grew:
+            return {key: {values[i]: study.acc(make(values[i])["name"]) for i in sorted(tried[key])}
+                    for key, (values, _, make) in ladders.items()}
 
 
-def execute(study: Study) -> dict:
-    """Every run of the study, in the order of what matters most (a stopped study resumes)."""
-    sc = study.scale
-    res = {"scale": sc, "fixed": FIXED}
-    # The teacher: trained once on the pool; its forgetting counts are fastccfs's own scores.
-    teacher = study.run("teacher", "val", method="random", num_eval=0, score="forgetting", scores=None,
-                        teacher_epochs=sc["teacher_epochs"])["dir"]
-    own = study.work / "data" / "forgetting_own.npy"
-    if not own.is_file():
-        np.save(own, np.load(teacher / "forgetting.npz")["scores"])
-    common = dict(teacher=str(teacher / "teacher.pt"), teacher_epochs=sc["teacher_epochs"])
-    res["teacher"] = {"val_acc": json.loads((teacher / "teacher.json").read_text())["test_acc"]}
+def pct(ratio: float) -> str:
+    return f"r{round(100 * ratio)}"
 
-    # Tuning on the validation split.
-    tune = {"epochs": {}, "beta": {}, "alpha": {}}
-    for e in sc["epoch_grid"]:
-        tune["epochs"][e] = accuracy(study.run(f"tune-epochs{e}", "val", method="random", epochs=e, **common))
-    epochs = max(tune["epochs"], key=tune["epochs"].get)
-    common["epochs"] = epochs
-    for b in sc["beta_grid"]:
-        tune["beta"][b] = accuracy(study.run(f"tune-beta{b:g}", "val", method="window", beta=b, **common))
-    beta = max(tune["beta"], key=tune["beta"].get)
-    alphas = sorted(sc["alpha_grid"], reverse=True)  # the largest first: it recovers the distilled images
-    first = study.run(f"tune-alpha{alphas[0]:g}", "val", alpha=alphas[0], distill_iterations=sc["distill_iterations"],
-                      **common)
-    tune["alpha"][alphas[0]] = accuracy(first)
-    common["distilled"] = str(first["dir"] / "distilled")
-    for a in alphas[1:]:
-        tune["alpha"][a] = accuracy(study.run(f"tune-alpha{a:g}", "val", alpha=a, **common))
-    alpha = max(tune["alpha"], key=tune["alpha"].get)
-    res["tune"], res["chosen"] = tune, {"epochs": epochs, "beta": beta, "alpha": alpha}
-    study.log(f"chosen on validation: epochs {epochs}, β {beta}, α {alpha}")
 
-    # Table 1 on the test split.
-    no_distilled = {k: v for k, v in common.items() if k != "distilled"}
-    t1 = {
-        "random real": seeds_of(study, "t1-random", "test", method="random", **no_distilled),
-        "forgetting coreset (hardest)": seeds_of(study, "t1-coreset", "test", method="coreset", **no_distilled),
-        f"SelMatch window (β = {beta:g})": seeds_of(study, "t1-window", "test", method="window", beta=beta,
-                                                    **no_distilled),
-        "self-evolved (CCFS from random real)": seeds_of(study, "t1-selfevolved", "test", alpha=alpha, init="random",
-                                                         **no_distilled),
-        "CCFS (CDA distilled part)": seeds_of(study, "t1-ccfs", "test", alpha=alpha, filter_test=True, **common),
-        f"full pool ({sc['full_epochs']} epochs)": seeds_of(study, "t1-full", "test", method="full",
-                                                            eval_epochs=sc["full_epochs"], **no_distilled),
-    }
-    res["table1"] = t1
-    ccfs = dict(alpha=alpha, **common)
-    # Table 3: coarse × fine (seed 0; misclassified × simple is the Table 1 CCFS run).
-    res["table3"] = {f"{c} × {f}": accuracy(study.run("t1-ccfs-s0" if (c, f) == ("misclassified", "simple")
-                                                      else f"t3-{c}-{f}", "test", coarse=c, fine=f, **ccfs))
-                     for c in ("classified", "misclassified") for f in ("simple", "hard", "random")}
-    # Table 5: number of phases J.
-    res["table5"] = {j: accuracy(study.run("t1-ccfs-s0" if j == 3 else f"t5-J{j}", "test", phases=j, **ccfs))
-                     for j in (1, 2, 3, 4)}
-    # Table 4: difficulty score.
-    res["table4"] = {
-        "forgetting (published)": res["table5"][3],
-        "forgetting (fastccfs's teacher)": accuracy(study.run("t4-own", "test", scores=str(own), **ccfs)),
-        "c-score (published)": accuracy(study.run("t4-cscore", "test", score="cscore",
-                                                  scores=str(study.files["cscore"]), **ccfs)),
-        "logits (the filter's)": accuracy(study.run("t4-logits", "test", score="logits", scores=None, **ccfs)),
-    }
-    res["teacher"]["test_acc"] = json.loads((study.runs / "t1-ccfs-s0" / "teacher.json").read_text())["test_acc"]
-    res["minutes"] = sum(study.timings.values()) / 60
-    res["timings"] = dict(study.timings)
+def plan(study: Study) -> dict:
+    """Every run of the study, in order: teacher, tuning (validation), then the tables (test)."""
+    sc, res, keep = study.scale, study.res, study.keep
+    ipc = {r: round(r * sc["pool_per_class"]) for r in sc["ratios"]}
+    common = dict(epochs=sc["epochs"], teacher_epochs=sc["teacher_epochs"])
+    # 1. The teacher, trained on the pool and tested on validation every epoch; kept beside study.json.
+    study.execute([study.job("teacher", "val", 1, method="random", num_eval=0, scores=None, teacher_test=True,
+                             **common)])
+    keep.mkdir(parents=True, exist_ok=True)
+    teacher_dir = study.work / "runs" / "teacher"
+    for name, source in (("teacher.pt", "teacher.pt"), ("forgetting_own.npy", "forgetting.npz")):
+        if not (keep / name).is_file():
+            if source.endswith(".npz"):
+                np.save(keep / name, np.load(teacher_dir / source)["scores"])
+            else:
+                shutil.copyfile(teacher_dir / source, keep / name)
+    common["teacher"] = str(keep / "teacher.pt")
+
+    # 2. lr on random real images (first ratio), side by side with the CDA recovery.
+    first = sc["ratios"][0]
+    lr_values, lr_start = sc["lr"]
+    alpha_values = sc["alpha"][0]
+    distill_per_class = math.floor(max(alpha_values) * max(ipc.values()))
+    distill = {"kind": "distill", "name": "distill", "dataset": str(study.files["test"]),
+               "cache": str(study.work / "cache"), "teacher": common["teacher"], "per_class": distill_per_class,
+               "iterations": sc["distill_iterations"], "out": str(study.work / "distilled"),
+               "npz": str(keep / "distilled.npz")}
+    if len(lr_values) > 1:
+        lrs = tune(study, {"lr": (lr_values, lr_start, lambda v: study.job(f"tune-lr{v:g}", "val", ipc[first],
+                                                                            method="random", lr=v, **common))},
+                   extra=[distill])["lr"]
+    else:  # a one-value ladder (the smoke scale): nothing to tune
+        study.execute([distill])
+        lrs = {lr_start: None}
+    common["lr"] = max(lrs, key=lambda v: lrs[v] or 0)
+    common["distilled"] = str(keep / "distilled.npz")
+
+    # 3. Per ratio: the window's β and CCFS's α, on validation.
+    ladders = {}
+    for r in sc["ratios"]:
+        ladders[f"beta {pct(r)}"] = (sc["beta"][0], sc["beta"][1][r], lambda v, r=r: study.job(
+            f"tune-{pct(r)}-beta{v:g}", "val", ipc[r], method="window", beta=v, **common))
+        ladders[f"alpha {pct(r)}"] = (sc["alpha"][0], sc["alpha"][1][r], lambda v, r=r: study.job(
+            f"tune-{pct(r)}-alpha{v:g}", "val", ipc[r], alpha=v, **common))
+    tuned = tune(study, ladders)
+    tuned["lr"] = lrs
+    chosen = {key: max(sorted(v), key=lambda x: v[x] or 0) for key, v in tuned.items()}
+    res["tuning"] = {key: {"values": {f"{x:g}": a for x, a in v.items()}, "chosen": chosen[key],
+                           "ladder": list(sc["lr"][0] if key == "lr" else sc[key.split()[0]][0])}
+                     for key, v in tuned.items()}
+    study.save()
+    study.log("chosen on validation: " + ", ".join(f"{k} {v:g}" for k, v in chosen.items()))
+
+    # 4. The tables on the test split, every cell over the same seeds, in the order of what matters most.
+    seeds = range(sc["seeds"])
+    tables, jobs = {}, []
+
+    def cell(table: str, row: str, name: str, r: float, **settings):
+        names = [f"{name}-s{s}" for s in seeds]
+        tables.setdefault(table, {})[row] = names
+        jobs.extend(study.job(n, "test", ipc[r], seed=s, **{**common, **settings}) for s, n in zip(seeds, names)
+                    if n not in {j["name"] for j in jobs})
+
+    for r in sc["ratios"]:
+        beta, alpha = chosen[f"beta {pct(r)}"], chosen[f"alpha {pct(r)}"]
+        t1, p = f"table1 {pct(r)}", pct(r)
+        cell(t1, "random real", f"{p}-random", r, method="random")
+        cell(t1, "forgetting coreset (hardest)", f"{p}-coreset", r, method="coreset")
+        cell(t1, f"oracle window (selection only, β = {beta:g})", f"{p}-window", r, method="window", beta=beta)
+        cell(t1, "self-evolved from the window", f"{p}-se-window", r, init="window", beta=beta, alpha=alpha,
+             distilled=None)
+        cell(t1, "self-evolved from random real", f"{p}-se-random", r, init="random", alpha=alpha, distilled=None)
+        cell(t1, "CCFS (CDA distilled part)", f"{p}-ccfs", r, alpha=alpha, inference="all", filter_test=True)
+        cell(t1, "full pool (same schedule)", "full", r, method="full")
+    r = first
+    p, ccfs = pct(r), dict(alpha=chosen[f"alpha {pct(r)}"])
+    for j in (1, 2, 4):
+        cell("table5", f"J = {j}", f"{p}-t5-J{j}", r, phases=j, **ccfs)
+    tables["table5"]["J = 3"] = tables[f"table1 {p}"]["CCFS (CDA distilled part)"]
+    for c in ("misclassified", "classified"):
+        for f in ("simple", "hard", "random"):
+            if (c, f) == ("misclassified", "simple"):
+                tables.setdefault("table3", {})[f"{c} × {f}"] = tables[f"table1 {p}"]["CCFS (CDA distilled part)"]
+            else:
+                cell("table3", f"{c} × {f}", f"{p}-t3-{c}-{f}", r, coarse=c, fine=f, **ccfs)
+    tables.setdefault("table4", {})["forgetting (published)"] = tables[f"table1 {p}"]["CCFS (CDA distilled part)"]
+    cell("table4", "c-score (published)", f"{p}-t4-cscore", r, score="cscore", scores=str(study.files["cscore"]), **ccfs)
+    cell("table4", "logits (the filter's)", f"{p}-t4-logits", r, score="logits", scores=None, **ccfs)
+    cell("table4", "forgetting (this teacher's)", f"{p}-t4-own", r, scores=str(keep / "forgetting_own.npy"), **ccfs)
+    tables["table5"] = {k: tables["table5"][k] for k in ("J = 1", "J = 2", "J = 3", "J = 4")}
+    res["tables"], res["ipc"] = tables, {pct(r): ipc[r] for r in sc["ratios"]}
+    study.save()
+    study.execute(jobs)
     return res
+
+
+# ----------------------------------------------------------------------------------------- statistics
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """Mean of the paired differences a − b (same seed index) with its 95 % Student-t interval."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    half = T_975[len(d) - 2] * d.std(ddof=1) / math.sqrt(len(d))
+    return {"mean": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "n": len(d)}
+
+
+def verdict(interval: dict) -> str:
+    """holds: the interval lies above 0; reversed: below 0; else not shown at this scale."""
+    return "holds" if interval["low"] > 0 else "reversed" if interval["high"] < 0 else "not shown"
+
+
+def joint(intervals: list[dict]) -> str:
+    """A claim made of several comparisons (X beats each of the others): holds when each holds,
+    reversed when any is reversed."""
+    words = [verdict(i) for i in intervals]
+    return "reversed" if "reversed" in words else "holds" if all(w == "holds" for w in words) else "not shown"
+
+
+def claims(res: dict) -> list[dict]:
+    """The paper's claims, each comparison once: name, the comparisons (label, interval) and the verdict."""
+    runs, tables, ratios = res["runs"], res["tables"], [pct(r) for r in res["scale"]["ratios"]]
+
+    def accs(table, row):
+        return [runs[n]["acc"] for n in tables[table][row]]
+
+    def comp(table, a, b, label=None):
+        return (label or f"{a} − {b}", paired(accs(table, a), accs(table, b)))
+
+    out = []
+    ccfs = "CCFS (CDA distilled part)"
+    for p in ratios:
+        t1 = f"table1 {p}"
+        rows = list(tables[t1])
+        window = next(k for k in rows if k.startswith("oracle window"))
+        for other, claim in (("random real", "CCFS beats random real images"),
+                             ("forgetting coreset (hardest)", "CCFS beats the forgetting coreset"),
+                             (window, "CCFS beats the oracle window (selection only)"),
+                             ("self-evolved from the window", "the distilled start beats a start from the window "
+                                                              "(CCFS vs self-evolved, as in the paper)"),
+                             ("self-evolved from random real", "the distilled start beats a start from random real "
+                                                               "images")):
+            c = [comp(t1, ccfs, other)]
+            out.append({"claim": f"{claim} ({p[1:]} %)", "comparisons": c, "verdict": verdict(c[0][1])})
+    first = ratios[0]
+    t3 = tables["table3"]
+    c = [comp("table3", "misclassified × simple", k) for k in t3 if k != "misclassified × simple"]
+    out.append({"claim": f"misclassified × simple is the best coarse × fine rule (Table 3, {first[1:]} %)",
+                "comparisons": c, "verdict": joint([i for _, i in c])})
+    c = [comp("table4", "forgetting (published)", k) for k in ("c-score (published)", "logits (the filter's)")]
+    out.append({"claim": f"the forgetting score beats the c-score and the filter's logits (Table 4, {first[1:]} %)",
+                "comparisons": c, "verdict": joint([i for _, i in c])})
+    c = [comp("table5", "J = 3", "J = 1")]
+    out.append({"claim": f"a curriculum of J = 3 phases beats one phase (Table 5, {first[1:]} %)", "comparisons": c,
+                "verdict": verdict(c[0][1])})
+    c = [comp("table5", "J = 3", k) for k in ("J = 2", "J = 4")]
+    out.append({"claim": f"J = 3 beats J = 2 and J = 4 (Table 5, {first[1:]} %)", "comparisons": c,
+                "verdict": joint([i for _, i in c])})
+    for p in ratios:
+        names = tables[f"table1 {p}"][ccfs]
+        phases = [runs[n]["phases"] for n in names]
+        steps = [(f"phase {j + 1} − phase {j}", paired([np.mean(ph[j]["difficulty"]) for ph in phases],
+                                                       [np.mean(ph[j - 1]["difficulty"]) for ph in phases]))
+                 for j in range(1, len(phases[0]))]
+        out.append({"claim": f"each phase picks harder images than the last (Fig. 4b, mean published forgetting "
+                             f"score of the picks, {p[1:]} %)", "comparisons": steps, "units": "score",
+                    "verdict": joint([i for _, i in steps])})
+        last = len(phases[0]) - 1
+        c = [(f"phase {last + 1} − phase 1", paired([ph[last]["filter_test_acc"] for ph in phases],
+                                                    [ph[0]["filter_test_acc"] for ph in phases]))]
+        out.append({"claim": f"the filter grows stronger phase by phase (Fig. 4a, test accuracy, {p[1:]} %)",
+                    "comparisons": c, "verdict": verdict(c[0][1])})
+    return out
 
 
 # ------------------------------------------------------------------------------------------- document
 
 
-def _ms(values) -> str:
-    v = 100 * np.asarray(values)
-    return f"{v.mean():.2f} ± {v.std():.2f}"
+def ms(values) -> str:
+    """Mean ± sample standard deviation (ddof = 1), in %."""
+    v = 100 * np.asarray(values, float)
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
 
 
-def verdict(a: list[float] | float, b: list[float] | float, spread: float) -> str:
-    """'holds' when mean(a) − mean(b) exceeds the seed spread, 'reversed' when b wins by as much, else 'within noise'."""
-    d = float(np.mean(a) - np.mean(b))
-    word = "holds" if d > spread else "reversed" if d < -spread else "within noise"
-    return f"**{word}** ({100 * np.mean(a):.2f} vs {100 * np.mean(b):.2f}, difference {100 * d:+.2f} points)"
+def interval_text(i: dict, units: str = "points") -> str:
+    scale = 1 if units == "score" else 100
+    return f"{scale * i['mean']:+.2f} [{scale * i['low']:+.2f}, {scale * i['high']:+.2f}]"
 
 
-def figure_methods(res: dict, path: Path) -> None:
-    """Table 1 as bars (mean ± std over seeds, the seeds as dots) and Table 5 as a line."""
+def figures(res: dict, docs: Path) -> dict:
+    """The study's figures (from study.json alone): Table 1 bars, the teacher's curve, Fig. 4a, Fig. 4b."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t1 = res["table1"]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 1]})
-    names = list(t1)
-    means = [100 * np.mean(t1[k]) for k in names]
-    ax.barh(range(len(names)), means, xerr=[100 * np.std(t1[k]) for k in names], color="#8fb3d9", capsize=3)
-    for i, k in enumerate(names):
-        ax.plot(100 * np.asarray(t1[k]), [i] * len(t1[k]), "k.", ms=4)
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    ax.set(xlabel="test accuracy (%)", title="Table 1 at CPU scale", xlim=(min(means) - 10, max(means) + 5))
-    ax.grid(axis="x", alpha=0.3)
-    js = sorted(int(j) for j in res["table5"])
-    bx.plot(js, [100 * res["table5"][j] for j in js], "o-")
-    bx.set(xlabel="phases J", ylabel="test accuracy (%)", title="Table 5", xticks=js)
-    bx.grid(alpha=0.3)
+    from fastccfs.atomic import atomic_path
+
+    out = docs / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    runs, tables, ratios = res["runs"], res["tables"], [pct(r) for r in res["scale"]["ratios"]]
+    paths = {}
+
+    def save(fig, name):
+        path = out / name
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+        paths[name] = path
+
+    fig, axes = plt.subplots(1, len(ratios), figsize=(6 * len(ratios), 3.8), sharey=True, squeeze=False)
+    for ax, p in zip(axes[0], ratios):
+        rows = tables[f"table1 {p}"]
+        vals = [100 * np.array([runs[n]["acc"] for n in rows[k]]) for k in rows]
+        ax.barh(range(len(rows)), [v.mean() for v in vals], xerr=[v.std(ddof=1) for v in vals], color="#8fb3d9",
+                capsize=3)
+        for i, v in enumerate(vals):
+            ax.plot(v, [i] * len(v), "k.", ms=4)
+        ax.set_yticks(range(len(rows)), list(rows))
+        lo = min(v.min() for v in vals)
+        ax.set(xlim=(lo - 3, max(v.max() for v in vals) + 1), xlabel="test accuracy (%)",
+               title=f"Table 1, {p[1:]} % of the pool (IPC {res['ipc'][p]})")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, "study_table1.png")
+
+    teacher = res["runs"]["teacher"]["teacher_training"]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    epochs = np.arange(1, len(teacher["train_acc"]) + 1)
+    ax.plot(epochs, 100 * np.array(teacher["train_acc"]), label="train pool (augmented, during the epoch)")
+    tested = sorted((int(e) + 1, a) for e, a in teacher["test_acc"].items())
+    ax.plot([e for e, _ in tested], [100 * a for _, a in tested], label="validation split")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="The teacher (ConvNet-BN, teacher recipe) on the pool")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    save(fig, "study_teacher.png")
+
+    ccfs = "CCFS (CDA distilled part)"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for p, color in zip(ratios, ("C0", "C1")):
+        phases = [runs[n]["phases"] for n in tables[f"table1 {p}"][ccfs]]
+        js = [ph["phase"] for ph in phases[0]]
+        for key, style, label in (("filter_train_acc", "--", "train pool"), ("filter_test_acc", "-", "test split")):
+            v = 100 * np.array([[ph[j][key] for j in range(len(js))] for ph in phases])
+            axes[0].errorbar(js, v.mean(0), yerr=v.std(0, ddof=1), fmt="o" + style, color=color, capsize=3,
+                             label=f"{p[1:]} %, {label}")
+    axes[0].set(xlabel="phase", ylabel="filter accuracy (%)", title="Fig. 4a: the filter of each phase", xticks=js)
+    axes[0].grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    width = 0.35
+    for k, (p, color) in enumerate(zip(ratios, ("C0", "C1"))):
+        phases = [runs[n]["phases"] for n in tables[f"table1 {p}"][ccfs]]
+        data = [np.concatenate([ph[j]["difficulty"] for ph in phases]) for j in range(len(phases[0]))]
+        pos = np.arange(1, len(data) + 1) + (k - 0.5) * width
+        box = axes[1].boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=True,
+                              flierprops={"markersize": 2})
+        for patch in box["boxes"]:
+            patch.set(facecolor=color, alpha=0.5)
+        axes[1].plot([], [], "s", color=color, alpha=0.5, label=f"{p[1:]} % (picks of all seeds)")
+    axes[1].set(xlabel="phase", ylabel="published forgetting score", title="Fig. 4b: difficulty of each phase's picks",
+                xticks=range(1, len(data) + 1), xticklabels=[str(j) for j in range(1, len(data) + 1)])
+    axes[1].grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, "study_fig4.png")
+    return paths
 
 
-def write_results(res: dict, work: Path, docs: Path, scale_name: str) -> Path:
+def ties(res: dict, files: dict) -> str:
+    """How much of the pool and of the picks sit on tied scores (ties are broken by pool index)."""
+    scores = np.load(files["forgetting"])
+    values, counts = np.unique(scores, return_counts=True)
+    lines = [f"The published forgetting score takes {len(values)} distinct values on the pool's "
+             f"{len(scores):,} images; {100 * np.mean(scores == scores.min()):.0f} % of them share the lowest "
+             f"({scores.min():g})."]
+    for p in [pct(r) for r in res["scale"]["ratios"]]:
+        phases = [res["runs"][n]["phases"] for n in res["tables"][f"table1 {p}"]["CCFS (CDA distilled part)"]]
+        shares = [100 * np.mean(np.concatenate([ph[j]["difficulty"] for ph in phases]) == scores.min())
+                  for j in range(len(phases[0]))]
+        lines.append(f"At {p[1:]} %, the share of picks at that lowest score per phase: "
+                     + ", ".join(f"{s:.0f} %" for s in shares) + ".")
+    return " ".join(lines)
+
+
+def write_results(res: dict, docs: Path, files: dict) -> Path:
     from fastccfs.atomic import write_text
 
-    sc, ch, t1 = res["scale"], res["chosen"], res["table1"]
-    figures = docs / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    for name in ("fig_filter_accuracy.png", "fig_difficulty.png"):
-        shutil.copyfile(work / "runs" / "t1-ccfs-s0" / name, figures / f"study_{name}")
-    figure_methods(res, figures / "study_methods.png")
-    # The seed spread: the largest std of a Table 1 selection row, used to read single-seed tables.
-    spread = max(float(np.std(v)) for k, v in t1.items() if not k.startswith("full"))
-    rows1 = "\n".join(f"| {k} | {_ms(v)} | {', '.join(f'{100 * x:.2f}' for x in v)} |" for k, v in t1.items())
-    t3 = res["table3"]
-    rows3 = "\n".join(f"| {c} | " + " | ".join(f"{100 * t3[f'{c} × {f}']:.2f}" for f in ("simple", "hard", "random"))
-                      + " |" for c in ("classified", "misclassified"))
-    rows5 = " | ".join(f"{100 * res['table5'][j]:.2f}" for j in (1, 2, 3, 4))
-    rows4 = "\n".join(f"| {k} | {100 * v:.2f} |" for k, v in res["table4"].items())
-    tune = res["tune"]
+    sc, runs, tables = res["scale"], res["runs"], res["tables"]
+    ratios = [pct(r) for r in sc["ratios"]]
+    figures(res, docs)
+    found = claims(res)
+    res["claims"] = [{**c, "comparisons": [{"label": lab, **i} for lab, i in c["comparisons"]]} for c in found]
+    name = "benchmarks/study.py" + ("" if res["scale_name"] == "cpu" else f" --scale {res['scale_name']}")
+    seconds = [r["seconds"] * r["threads"] / 2 for r in runs.values()]
+    teacher = runs["teacher"]
+    tt = teacher["teacher_training"]
+    val_curve = [tt["test_acc"][k] for k in sorted(tt["test_acc"], key=int)]
+    teacher_test = next(r["teacher_acc"] for r in runs.values() if r.get("split") == "test" and "teacher_acc" in r)
+    n_val = 10 * sc["val_per_class"]
+    tuning_rows = []
+    for key, t in res["tuning"].items():
+        if all(v is None for v in t["values"].values()):
+            tuning_rows.append(f"| {key} | {t['chosen']:g} (a single value at this scale: not tuned) | – |")
+            continue
+        values = sorted(t["values"], key=float)
+        inner = values[0] != f"{t['chosen']:g}" and values[-1] != f"{t['chosen']:g}"
+        note = "bracketed" if inner else "at the end of its ladder" if f"{t['chosen']:g}" in (
+            f"{t['ladder'][0]:g}", f"{t['ladder'][-1]:g}") else "at an edge"
+        tuning_rows.append(f"| {key} | **{t['chosen']:g}** ({note}) | "
+                           + ", ".join(f"{v}: {100 * t['values'][v]:.2f}" for v in values) + " |")
 
-    def tune_row(key, fmt):
-        return ", ".join(f"{fmt(k)}: {100 * v:.2f}" for k, v in tune[key].items())
+    def table(key: str, heading: str) -> str:
+        rows = tables[key]
+        body = "\n".join(f"| {row} | {ms([runs[n]['acc'] for n in names])} | "
+                         + ", ".join(f"{100 * runs[n]['acc']:.2f}" for n in names) + " |" for row, names in rows.items())
+        return f"| {heading} | test accuracy (%) | per seed |\n|---|---|---|\n{body}"
 
-    get = {k: t1[k] for k in t1}
-    name = {k.split(" (")[0].split(" ")[0]: k for k in t1}  # random, forgetting, SelMatch, self-evolved, CCFS, full
-    best_baseline = max((k for k in t1 if not k.startswith(("CCFS", "full"))), key=lambda k: np.mean(t1[k]))
-    best3 = max(t3, key=t3.get)
-    claims = [
-        f"- CCFS beats random real images: {verdict(get[name['CCFS']], get[name['random']], spread)}.",
-        f"- CCFS beats the forgetting coreset: {verdict(get[name['CCFS']], get[name['forgetting']], spread)}.",
-        f"- CCFS beats SelMatch's window: {verdict(get[name['CCFS']], get[name['SelMatch']], spread)}.",
-        f"- CCFS beats the best real-image baseline ({best_baseline}): "
-        f"{verdict(get[name['CCFS']], get[best_baseline], spread)}.",
-        f"- The distilled part helps (CCFS vs self-evolved): {verdict(get[name['CCFS']], get[name['self-evolved']], spread)}.",
-        f"- Misclassified × simple is the best coarse × fine rule (Table 3): best here is **{best3}**; "
-        f"misclassified × simple vs the best other: "
-        f"{verdict(t3['misclassified × simple'], max(v for k, v in t3.items() if k != 'misclassified × simple'), spread)}.",
-        f"- Simple beats hard within the misclassified (Table 3): "
-        f"{verdict(t3['misclassified × simple'], t3['misclassified × hard'], spread)}.",
-        f"- A curriculum of J = 3 phases beats one phase (Table 5): "
-        f"{verdict(res['table5'][3], res['table5'][1], spread)}.",
-        f"- Forgetting beats c-score (Table 4): "
-        f"{verdict(res['table4']['forgetting (published)'], res['table4']['c-score (published)'], spread)}; "
-        f"forgetting beats logits: {verdict(res['table4']['forgetting (published)'], res['table4']['logits (the filter' + chr(39) + 's)'], spread)}.",
-    ]
-    ccfs_run = work / "runs" / "t1-ccfs-s0"
-    phases = json.loads((ccfs_run / "phases.json").read_text())
-    hardness = [float(np.load(ccfs_run / f"phase_{p['phase']}.npz")["difficulty"].mean()) for p in phases]
-    filters = [p["filter_test_acc"] for p in phases]
+    claim_lines = []
+    for c in found:
+        units = c.get("units", "points")
+        parts = "; ".join(f"{lab}: {interval_text(i, units)}" for lab, i in c["comparisons"])
+        word = {"holds": "holds", "reversed": "reversed", "not shown": "not shown at this scale"}[c["verdict"]]
+        claim_lines.append(f"- {c['claim']}: **{word}** — {parts}")
+    counts = {w: sum(c["verdict"] == w for c in found) for w in ("holds", "not shown", "reversed")}
+    full = tables[f"table1 {ratios[-1]}"]["full pool (same schedule)"]
+    gap = paired([runs[n]["acc"] for n in tables[f"table1 {ratios[-1]}"]["CCFS (CDA distilled part)"]],
+                 [runs[n]["acc"] for n in full])
+    total_h = sum(seconds) / 3600
+    slowest = sorted(runs.items(), key=lambda kv: -kv[1]["seconds"])[:3]
+    text = f"""# CCFS at CPU scale: the paper's high-IPC claims on real CIFAR-10
 
-    def rising(values, fmt):
-        word = "holds" if all(b > a for a, b in zip(values, values[1:])) else "does not hold"
-        return f"**{word}** ({' → '.join(fmt(v) for v in values)})"
+Written by `.venv/bin/python {name}` on {time.strftime('%Y-%m-%d')}, from `docs/study.json` alone (every
+run's numbers, kept as each run finished; a re-run skips the runs already there and only rewrites this
+page). {len(runs)} runs, **{total_h:.2f} core-pair hours** of compute in all on this project's 2-core CPU
+machine (each run's wall-clock × its threads / 2: two 1-thread runs side by side share the machine; each
+run's seconds are in study.json). The slowest: {', '.join(f'{k} {v["seconds"] / 60:.1f} min' for k, v in slowest)}.
 
-    claims += [
-        f"- Each phase chooses harder samples than the last (Fig. 4b, mean published forgetting score of the "
-        f"picks): {rising(hardness, lambda v: f'{v:.3f}')}.",
-        f"- The filter grows stronger phase by phase (Fig. 4a, test accuracy): "
-        f"{rising(filters, lambda v: f'{100 * v:.1f} %')}.",
-    ]
-    pool_n, ipc = 10 * sc["pool_per_class"], sc["ipc"]
-    shown = work.relative_to(REPO) if work.is_relative_to(REPO) else work  # the run directories, as a reader finds them
-    text = f"""# CCFS at CPU scale: the paper's tables on real CIFAR-10
+## Protocol
+- **Data.** CIFAR-10's train split cut per class (seed 0) into a **pool** of {sc['pool_per_class']} images per class
+  ({10 * sc['pool_per_class']:,}: every method selects from it and trains on it) and a **validation** split of
+  {sc['val_per_class']} per class ({n_val:,} images; one run's accuracy on it has a binomial standard error of
+  about {100 * math.sqrt(0.25 / n_val):.1f} points at 50 %). The official test split
+  ({'all 10,000 images' if sc['test_per_class'] is None else f"its first {sc['test_per_class']} images per class"})
+  is used only by the final runs, after every choice was made on validation.
+- **Ratios.** {' and '.join(f"{p[1:]} % of the pool (IPC {res['ipc'][p]})" for p in ratios)} — the paper's high-IPC
+  regime (CIFAR-10 IPC 500 and 1000 are 10 % and 20 % of its 5,000 per class).
+- **Training.** ConvNet-BN as filter, teacher and evaluation model; every filter and evaluation trains
+  {sc['epochs']} epochs (SGD, momentum 0.9, weight decay 1e-4, {FIXED['warmup_epochs']} warm-up epochs then cosine) with
+  KD from the teacher at T = 20, batch by the reference code's rule (64 at 10 %, 128 from 20 % and for the full
+  pool); accuracy after the last epoch. The reference trains 500 epochs at 10 % and 250 at 20 %: at this scale
+  every run gets the same {sc['epochs']}, and the full pool is trained with that same schedule.
+- **Teacher.** ConvNet-BN trained {sc['teacher_epochs']} epochs on the pool with the teacher recipe (SRe²L's
+  squeeze: SGD lr 0.1, wd 5e-4, batch 128, crop + flip, cosine): final train-pool accuracy
+  {100 * tt['train_acc'][-1]:.1f} % (augmented, during the last epoch), validation {100 * teacher['teacher_val_acc']:.2f} %
+  (best epoch {100 * max(val_curve):.2f} %), test {100 * teacher_test:.2f} %. Its forgetting events over those epochs
+  are "this teacher's" scores of Table 4; the other runs use the published forgetting scores (CCFS's code) cut
+  to the pool. The curve:
 
-Written by `python benchmarks/study.py{'' if scale_name == 'cpu' else ' --scale ' + scale_name}` on {time.strftime('%Y-%m-%d')}.
-Its {len(res['timings'])} runs took {res['minutes']:.0f} min of wall-clock in all on this project's 2-core CPU machine (the
-sum of each run's first, computing pass, `{shown}/timings.json`; other jobs shared the machine part of the
-time). The study resumes from its run directories, so a re-run with them present only rewrites this
-page. Every number below comes from the run directories under `{shown}/runs/`.
+  ![teacher](figures/study_teacher.png)
+- **Distilled part.** fastccfs's built-in CDA recovery from that teacher ({res['runs']['distill']['iterations']}
+  iterations, {res['runs']['distill']['per_class']} images per class, the first ⌊α·IPC⌋ of them per run).
+- **Seeds.** {sc['seeds']} per cell. Seed i fixes the selection's randomness (random picks, filter initialisation,
+  random fine order) and the evaluation model's initialisation, the same for every method; teacher and
+  distilled images are shared. Cells are mean ± sample standard deviation (ddof = 1).
+- **Claims.** A comparison is the paired difference over seeds (seed i of one method minus seed i of the other)
+  with its 95 % Student-t interval (df = {sc['seeds'] - 1}); a claim **holds** when the interval excludes 0 on the
+  paper's side, is **reversed** when it excludes 0 on the other, and is **not shown at this scale** otherwise. A
+  claim made of several comparisons holds only when each does. Each comparison is counted once.
 
-## Setting
-- Data: the real CIFAR-10 train split, cut per class (seed 0) into a **pool** of {sc['pool_per_class']} images
-  per class ({pool_n:,} images: every method selects from it and trains on it) and a **validation** part of
-  {sc['val_per_class']} per class. The official test split ({'all 10,000 images' if sc['test_per_class'] is None
-  else f"its first {sc['test_per_class']} images per class"}) is used only by the final runs.
-- IPC {ipc} ({100 * ipc / sc['pool_per_class']:.0f} % of the pool, {100 * ipc / 5000:.0f} % of CIFAR-10's 5,000 per class); ConvNet-BN
-  (filter, teacher, evaluation), SGD lr {FIXED['lr']}, cosine, {FIXED['warmup_epochs']} warm-up epochs, KD from the
-  teacher with T = 20, batch by the paper's set-size rule; test accuracy after the last epoch.
-- Teacher: ConvNet-BN trained {sc['teacher_epochs']} epochs on the pool (validation accuracy
-  {100 * res['teacher']['val_acc']:.2f} %, test accuracy {100 * res['teacher']['test_acc']:.2f} %); its forgetting
-  events are fastccfs's own scores. Published scores (forgetting, c-score) are those of CCFS's code,
-  cut down to the pool.
-- Distilled part: fastccfs's built-in CDA recovery from that teacher ({sc['distill_iterations']} iterations).
-- Chosen on the validation split (never on test): epochs **{ch['epochs']}** ({tune_row('epochs', str)});
-  SelMatch β **{ch['beta']:g}** ({tune_row('beta', lambda b: f'{b:g}')}); CCFS α **{ch['alpha']:g}**
-  ({tune_row('alpha', lambda a: f'{a:g}')}). Validation accuracies in %.
+## Tuning (validation split, seed 0; accuracy in %)
+Each value is tried with its neighbours on a ladder, and the ladder is walked until the best value has a
+tried neighbour on both sides (unless it is the ladder's end). lr is tuned on random real images at
+{ratios[0][1:]} % and used everywhere; the window's β and CCFS's α per ratio.
 
-## Table 1 — methods (test accuracy %, mean ± std over {sc['seeds']} seeds)
-Each seed changes the selection's randomness (random picks, the filters' initialisation) and the
-evaluation model's initialisation; teacher and distilled part are shared.
-
-| method | accuracy | per seed |
+| setting | chosen | validation accuracy by value |
 |---|---|---|
-{rows1}
+{chr(10).join(tuning_rows)}
 
-![Table 1 and Table 5](figures/study_methods.png)
+Gaps between neighbouring values are mostly below the validation split's standard error: the choices are
+the best measured, not shown to be better.
 
-## Table 3 — coarse × fine (seed 0, test accuracy %)
-| coarse \\ fine | simple | hard | random |
-|---|---|---|---|
-{rows3}
+## Table 1 — methods
+{chr(10).join(f"### {p[1:]} % of the pool (IPC {res['ipc'][p]}){chr(10)}{chr(10)}{table(f'table1 {p}', 'method')}{chr(10)}" for p in ratios)}
+"Oracle window (selection only)" is SelMatch's window of real images chosen by the published forgetting
+score with β tuned on validation (SelMatch itself also distills); "self-evolved" runs CCFS's curriculum
+from real images in place of the distilled part — from the window as in the paper, or from random
+images. The full pool row is the same runs in both tables. CCFS at {ratios[-1][1:]} % minus the full pool:
+{interval_text(gap)} points.
 
-## Table 5 — number of phases J (seed 0, test accuracy %)
-| J = 1 | J = 2 | J = 3 | J = 4 |
-|---|---|---|---|
-| {rows5} |
+![Table 1](figures/study_table1.png)
 
-## Table 4 — difficulty score (seed 0, test accuracy %)
-| score | accuracy |
-|---|---|
-{rows4}
+## Table 3 — coarse × fine ({ratios[0][1:]} %)
+{table('table3', 'coarse × fine')}
 
-## Figure 4 — the CCFS run (seed 0)
-(a) the filter's accuracy on the train pool and on the test split per phase; (b) the difficulty
-(published forgetting score) of the images chosen in each phase.
+## Table 4 — difficulty score ({ratios[0][1:]} %)
+{table('table4', 'score')}
 
-![filter accuracy](figures/study_fig_filter_accuracy.png)
-![difficulty of the chosen images](figures/study_fig_difficulty.png)
+## Table 5 — number of phases J ({ratios[0][1:]} %)
+{table('table5', 'phases')}
 
-## Which of the paper's claims hold at this scale
-A claim **holds** when its margin exceeds the seed spread — the largest standard deviation of a
-selection method in Table 1, {100 * spread:.2f} points — is **reversed** when the other side wins by
-as much, and is **within noise** otherwise. Tables 3–5 are single runs (seed 0), read against the same spread.
+Misclassified × simple, the published forgetting score and J = 3 are the Table 1 CCFS runs.
 
-{chr(10).join(claims)}
+## Figure 4 — the Table 1 CCFS runs (inference over the whole pool, every seed)
+(a) each phase's filter on the train pool and on the test split (mean ± std over seeds); (b) the published
+forgetting score of each phase's picks (all seeds pooled).
 
-Scale caveats: a {sc['teacher_epochs']}-epoch teacher and {ch['epochs']}-epoch evaluations are far from the paper's 200/500
-epochs, the pool holds {100 * sc['pool_per_class'] / 5000:.0f} % of CIFAR-10, and the ConvNet stands in for ResNet-18;
-margins of a few points at this scale say little about the paper's high-IPC regime.
+![Fig. 4](figures/study_fig4.png)
+
+Ties: {ties(res, files)} Among tied scores, the pool index decides (fastccfs's semantics).
+
+## The paper's claims at this scale ({counts['holds']} hold, {counts['not shown']} not shown, {counts['reversed']} reversed)
+Differences in accuracy points (the difficulty steps in score units): mean [95 % interval].
+
+{chr(10).join(claim_lines)}
+
+Scale: a {10 * sc['pool_per_class']:,}-image pool, {sc['epochs']}-epoch evaluations and a ConvNet stand in for CIFAR-10,
+500 epochs and ResNet-18; {sc['seeds']} seeds make the intervals wide (t = {T_975[sc['seeds'] - 2]} at df = {sc['seeds'] - 1}).
+"Not shown" means this study cannot tell, not that the claim is false.
 
 ## Reproducing
-`python benchmarks/study.py{'' if scale_name == 'cpu' else ' --scale ' + scale_name}` with `../shared/data` beside the
-repository. Seeds are fixed, so a re-run from scratch repeats the selections; accuracies agree within
-the seed spread above (CPU thread scheduling makes floating-point sums differ in the last bits).
-The raw results: `docs/study.json` (a copy of `{shown / 'study.json'}`).
+`.venv/bin/python {name}` with `../shared/data` beside the repository: it resumes from `docs/study.json` and
+the teacher and distilled images in `docs/study/`; with those removed it starts over (seeds are fixed, so
+the selections repeat; CPU thread scheduling makes accuracies differ in the last bits).
 """
     return write_text(docs / "results.md", text) or docs / "results.md"
 
@@ -400,23 +684,28 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--work", default=None, help="run directories and data (default runs/study-<scale>)")
-    parser.add_argument("--docs", default=str(REPO / "docs"), help="where results.md and figures/ go")
+    parser.add_argument("--docs", default=str(REPO / "docs"), help="where study.json, study/, results.md and "
+                                                                   "figures/ go (the study resumes from them)")
     parser.add_argument("--cifar-root", default=None, help="a folder holding cifar-10-batches-py (default: rebuilt "
                                                            "from ../shared/data)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    scale = SCALES[args.scale]
     work = Path(args.work or REPO / "runs" / f"study-{args.scale}").resolve()
     work.mkdir(parents=True, exist_ok=True)
-    files = prepare_data(work, scale, Path(args.cifar_root) if args.cifar_root else None)
-    study = Study(work, scale, files, not args.quiet)
-    res = execute(study)
-    from fastccfs.atomic import write_json
+    docs = Path(args.docs).resolve()
+    docs.mkdir(parents=True, exist_ok=True)
+    files = prepare_data(work, SCALES[args.scale], Path(args.cifar_root) if args.cifar_root else None)
+    from fastccfs import kernels
 
-    plain = json.loads(json.dumps(res, default=str))
-    write_json(work / "study.json", plain)
-    write_json(Path(args.docs) / "study.json", plain)  # beside results.md: every number, machine-readable
-    out = write_results(res, work, Path(args.docs), args.scale)
+    kernels.warm_up()  # numba compiles and caches once, before the workers would race to
+    study = Study(work, docs, args.scale, files, not args.quiet)
+    try:
+        res = plan(study)
+    finally:
+        if study.pool is not None:
+            study.pool.shutdown(cancel_futures=True)
+    out = write_results(res, docs, files)
+    study.save()  # with the claims
     study.log(f"wrote {out}")
     return 0
 

@@ -67,6 +67,8 @@ class RunConfig:
     teacher_weight_decay: float = setting(5e-4, "weight decay of a teacher trained here")
     teacher_batch_size: int = setting(128, "batch size of a teacher trained here")
     teacher_warmup_epochs: int = setting(0, "linear warm-up epochs of a teacher trained here")
+    teacher_test: bool = setting(False, "test a teacher trained here after every epoch (its accuracy curve, "
+                                        "teacher_training.json): one test-split pass per epoch", runtime=True)
     teacher_augment: str = setting("crop_pad", "augmentation of a teacher trained here: RandomCrop with 4-pixel "
                                    "padding + flip (SRe²L's CIFAR squeeze), or RandomResizedCrop + flip",
                                    ("crop_pad", "rrc"))

@@ -233,7 +233,10 @@ def train_teacher(ctx: Context) -> tuple[torch.nn.Module, dict, np.ndarray]:
                         augment=cfg.teacher_augment)
     recipe = Recipe(cfg.teacher_epochs, cfg.teacher_lr, cfg.momentum, cfg.teacher_weight_decay,
                     min(cfg.teacher_warmup_epochs, cfg.teacher_epochs // 2))
+    test_loader = ctx.eval_loader(ctx.test, shard=True) if cfg.teacher_test else None
     history = fit(teacher, loader, recipe, device=ctx.device, amp=cfg.amp, compile=cfg.compile,
+                  evaluate=(lambda m: accuracy(m, test_loader, ctx.device, cfg.amp)) if test_loader else None,
+                  evaluate_from=-1.0,  # every epoch: the curve that shows whether the teacher converged
                   on_batch=counter.update, progress=ctx.progress, desc="teacher", distributed=True)
     if ctx.work:
         ctx.work.finished(history["images"], history["seconds"])
@@ -252,7 +255,8 @@ def stage_teacher(ctx: Context) -> tuple[torch.nn.Module, np.ndarray]:
         teacher, history, forgetting = train_teacher(ctx)
         save_arrays(out / "forgetting.npz", scores=forgetting, kind="forgetting")
         write_json(out / "teacher_training.json", {"seconds": history["seconds"], "images": history["images"],
-                                                   "loss": history["loss"], "train_acc": history["train_acc"]})
+                                                   "loss": history["loss"], "train_acc": history["train_acc"],
+                                                   "test_acc": history["test_acc"]})
         save_checkpoint(teacher, out / "teacher.pt")  # last: marks the stage finished
     if not (out / "teacher.json").is_file():
         logits, labels, _ = predict(teacher, ctx.eval_loader(ctx.train), ctx.device, cfg.amp)
