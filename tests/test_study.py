@@ -1,10 +1,13 @@
-"""benchmarks/study.py (issue: the science at CPU scale) on its toy scale: it runs every table on the
-real CIFAR-10, tunes on the validation split only, and writes a results page whose numbers are the runs'."""
+"""benchmarks/study.py (issue: the paper's claims at CPU scale): its statistics, its tuning ladders, and the
+whole study on its toy scale on the real CIFAR-10 — every table from its runs, resumed from study.json."""
 import importlib.util
 import json
+import math
 import re
+import shutil
 
 import numpy as np
+import pytest
 
 from conftest import REPO, need, SCORES
 
@@ -26,31 +29,98 @@ def test_pool_and_validation_are_disjoint_per_class_and_seeded():
     np.testing.assert_array_equal(pool, again[0])
 
 
-def test_study_smoke_writes_every_table_from_its_runs(cifar_root, tmp_path):
+def test_paired_interval_is_the_student_t_interval_of_the_seed_differences():
+    study = _study()
+    i = study.paired([0.50, 0.52, 0.51], [0.49, 0.508, 0.499])  # differences 0.01, 0.012, 0.011
+    d = np.array([0.01, 0.012, 0.011])
+    half = 4.303 * d.std(ddof=1) / math.sqrt(3)
+    assert i["mean"] == pytest.approx(d.mean()) and i["low"] == pytest.approx(d.mean() - half)
+    assert i["high"] == pytest.approx(d.mean() + half) and i["n"] == 3
+    assert study.verdict(i) == "holds"
+    assert study.verdict(study.paired([0.49, 0.508, 0.499], [0.50, 0.52, 0.51])) == "reversed"
+    # A larger mean difference that flips sign across seeds is not shown.
+    assert study.verdict(study.paired([0.60, 0.45, 0.58], [0.50, 0.50, 0.50])) == "not shown"
+    # Several comparisons: holds only if each holds, reversed if any is.
+    holds, unsure = {"low": 0.01, "high": 0.02}, {"low": -0.01, "high": 0.02}
+    assert study.joint([holds, holds]) == "holds" and study.joint([holds, unsure]) == "not shown"
+    assert study.joint([holds, {"low": -0.03, "high": -0.01}]) == "reversed"
+
+
+class _Ladder:
+    """A stand-in for Study: accuracies from a table, the jobs it was asked to run, in rounds."""
+
+    def __init__(self, accuracy):
+        self.accuracy, self.rounds, self.done = accuracy, [], set()
+
+    def execute(self, jobs):
+        self.rounds.append(sorted(j["name"] for j in jobs if j["name"] not in self.done))
+        self.done |= {j["name"] for j in jobs}
+
+    def acc(self, name):
+        return self.accuracy[name]
+
+
+def test_tuning_walks_each_ladder_until_its_best_value_is_bracketed():
+    study = _study()
+    values = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+    peak = {f"{v:g}": a for v, a in zip(values, (0.40, 0.42, 0.45, 0.47, 0.46, 0.30))}
+    edge = {f"b{v:g}": a for v, a in zip(values, (0.50, 0.45, 0.44, 0.43, 0.42, 0.41))}
+    fake = _Ladder({**peak, **edge})
+    got = study.tune(fake, {"alpha": (values, 0.1, lambda v: {"name": f"{v:g}"}),
+                            "beta": (values, 0.1, lambda v: {"name": f"b{v:g}"})}, extra=[{"name": "distill"}])
+    # alpha: starts at 0.1 and its neighbours, climbs to 0.3, stops once 0.4 brackets it from above.
+    assert list(got["alpha"]) == [0.05, 0.1, 0.2, 0.3, 0.4]
+    assert max(got["alpha"], key=got["alpha"].get) == 0.3
+    # beta: the best is the ladder's first value: nothing below it to try.
+    assert list(got["beta"]) == [0.05, 0.1, 0.2]
+    assert fake.rounds[0] == ["0.05", "0.1", "0.2", "b0.05", "b0.1", "b0.2", "distill"]
+    assert fake.rounds[1:] == [["0.3"], ["0.4"]]
+
+
+def test_study_smoke_writes_every_table_from_study_json_and_resumes(cifar_root, tmp_path):
     need(SCORES / "cscores_CIFAR10.npz")
     study = _study()
     work, docs = tmp_path / "work", tmp_path / "docs"
-    assert study.main(["--scale", "smoke", "--work", str(work), "--docs", str(docs), "--cifar-root", str(cifar_root),
-                       "--quiet"]) == 0
-    res = json.loads((work / "study.json").read_text())
+    args = ["--scale", "smoke", "--work", str(work), "--docs", str(docs), "--cifar-root", str(cifar_root), "--quiet"]
+    assert study.main(args) == 0
+    res = json.loads((docs / "study.json").read_text())
     scale = study.SCALES["smoke"]
-    # Choices come from the grids, made on validation runs (whose teacher.json "test" is the validation split).
-    assert res["chosen"]["epochs"] in scale["epoch_grid"] and res["chosen"]["alpha"] in scale["alpha_grid"]
-    assert res["chosen"]["beta"] in scale["beta_grid"]
-    assert all(len(v) == scale["seeds"] for v in res["table1"].values()) and len(res["table1"]) == 6
-    assert set(res["table3"]) == {f"{c} × {f}" for c in ("classified", "misclassified")
-                                  for f in ("simple", "hard", "random")}
-    assert list(res["table5"]) == ["1", "2", "3", "4"] and len(res["table4"]) == 4
+    # Choices come from their ladders, made on validation runs.
+    for key, t in res["tuning"].items():
+        ladder = scale[key.split()[0]][0]
+        assert t["chosen"] in ladder
+        if key != "lr":
+            assert res["runs"][f"tune-{key.split()[1]}-{key.split()[0]}{t['chosen']:g}"]["split"] == "val"
+    tables = res["tables"]
+    assert set(tables) == {"table1 r10", "table1 r20", "table3", "table4", "table5"}
+    assert all(len(tables[f"table1 {p}"]) == 7 for p in ("r10", "r20"))
+    assert len(tables["table3"]) == 6 and len(tables["table4"]) == 4 and list(tables["table5"]) == [
+        "J = 1", "J = 2", "J = 3", "J = 4"]
+    for rows in tables.values():
+        for names in rows.values():
+            assert len(names) == scale["seeds"] and all(res["runs"][n]["split"] == "test" for n in names)
+            assert [res["runs"][n]["settings"]["seed"] for n in names] == list(range(scale["seeds"]))
+    # Each run's accuracy is its eval.json's; the page shows mean ± sample std of the very numbers.
+    ccfs = tables["table1 r10"]["CCFS (CDA distilled part)"]
+    for n in ccfs:
+        ev = json.loads((work / "runs" / n / "eval.json").read_text())
+        assert res["runs"][n]["acc"] == ev["models"]["convnet_bn"]["final_epoch_acc"]["mean"]
+    accs = 100 * np.array([res["runs"][n]["acc"] for n in ccfs])
+    page = (docs / "results.md").read_text()
+    assert f"| CCFS (CDA distilled part) | {accs.mean():.2f} ± {accs.std(ddof=1):.2f} |" in page
+    verdicts = re.findall(r"\*\*(holds|reversed|not shown at this scale)\*\*", page)
+    assert len(verdicts) == len(res["claims"]) >= 14
+    assert "Fig. 4a" in page and (docs / "figures" / "study_fig4.png").stat().st_size > 1000
+    # Fig. 4 runs infer over the whole pool: the filter's train-pool accuracy is recorded per phase.
+    assert all("filter_train_acc" in p and "filter_test_acc" in p for p in res["runs"][ccfs[0]]["phases"])
     # The pool's published scores are the published scores at the pool's CIFAR-10 indices.
     pool = np.load(work / "data" / "pool_indices.npy")
     np.testing.assert_array_equal(np.load(work / "data" / "forgetting_published.npy"),
                                   np.load(SCORES / "forgetting_CIFAR10.npy")[pool])
-    # The CCFS row's numbers are its runs' eval.json numbers, and the page shows them.
-    for s, acc in enumerate(res["table1"]["CCFS (CDA distilled part)"]):
-        ev = json.loads((work / "runs" / f"t1-ccfs-s{s}" / "eval.json").read_text())
-        assert acc == ev["models"]["convnet_bn"]["final_epoch_acc"]["mean"]
-    page = (docs / "results.md").read_text()
-    accs = 100 * np.array(res["table1"]["CCFS (CDA distilled part)"])
-    assert f"| CCFS (CDA distilled part) | {accs.mean():.2f} ± {accs.std():.2f} |" in page
-    assert len(re.findall(r"\*\*(holds|reversed|within noise)\*\*", page)) >= 9
-    assert (docs / "figures" / "study_fig_filter_accuracy.png").stat().st_size > 1000
+    # Resuming on a "fresh machine": without the run directories, study.json and docs/study/ suffice —
+    # no run is repeated, and the page is rewritten with the same numbers.
+    shutil.rmtree(work / "runs")
+    assert study.main(args) == 0
+    assert not (work / "runs").exists()
+    again = json.loads((docs / "study.json").read_text())
+    assert again["runs"] == res["runs"] and again["claims"] == res["claims"]
