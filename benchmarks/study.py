@@ -592,9 +592,9 @@ def write_results(res: dict, docs: Path, files: dict) -> Path:
 
 Written by `.venv/bin/python {name}` on {time.strftime('%Y-%m-%d')}, from `docs/study.json` alone (every
 run's numbers, kept as each run finished; a re-run skips the runs already there and only rewrites this
-page). {len(runs)} runs, **{total_h:.2f} core-pair hours** of compute in all on this project's 2-core CPU
-machine (each run's wall-clock × its threads / 2: two 1-thread runs side by side share the machine; each
-run's seconds are in study.json). The slowest: {', '.join(f'{k} {v["seconds"] / 60:.1f} min' for k, v in slowest)}.
+page). {len(runs)} runs took **{total_h:.2f} hours** of this project's 2-core CPU machine in all (each run's
+wall-clock × its threads / 2, as two 1-thread runs side by side share the machine; each run's seconds and
+threads are in study.json). The slowest: {', '.join(f'{k} {v["seconds"] / 60:.1f} min' for k, v in slowest)}.
 
 ## Protocol
 - **Data.** CIFAR-10's train split cut per class (seed 0) into a **pool** of {sc['pool_per_class']} images per class
