@@ -46,16 +46,18 @@ SCALES = {
                 lr=(LR_LADDER, 0.1), beta=(BETA_LADDER, {0.1: 0.2, 0.2: 0.2}),
                 # α starts at the reference scripts' values: ccfs_cifar10.sh IPC 500 (10 %) 0.1, IPC 1000 (20 %) 0.3
                 alpha=(ALPHA_LADDER, {0.1: 0.1, 0.2: 0.3})),
-    "smoke": dict(pool_per_class=50, val_per_class=10, test_per_class=20, ratios=(0.1, 0.2), epochs=2,
-                  teacher_epochs=2, seeds=2, distill_iterations=2, workers=2,
+    "smoke": dict(pool_per_class=50, val_per_class=10, test_per_class=10, ratios=(0.1, 0.2), epochs=1,
+                  teacher_epochs=1, seeds=2, distill_iterations=2, workers=2,
                   lr=((0.05,), 0.05), beta=((0.0, 0.2), {0.1: 0.0, 0.2: 0.0}),
                   alpha=((0.2, 0.3), {0.1: 0.2, 0.2: 0.3})),
 }
 # Fixed for every run: the dataset-distillation ConvNet with BatchNorm as filter, teacher and evaluation
 # model (CDA needs BN statistics); 2 warm-up epochs; one evaluation per seed, tested after its last epoch;
-# the published forgetting scores cut to the pool (what CCFS's code uses).
+# the published forgetting scores cut to the pool (what CCFS's code uses); no per-run report (the study
+# draws its own figures from study.json).
 FIXED = dict(model="convnet_bn", teacher_model="convnet_bn", eval_models=["convnet_bn"], warmup_epochs=2,
-             num_eval=1, eval_from=1.0, score="forgetting", phases=3, filter_test=False, inference="needed")
+             num_eval=1, eval_from=1.0, score="forgetting", phases=3, filter_test=False, inference="needed",
+             report=False)
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)  # Student t, 95 % two-sided, df 1–10
 
 

@@ -44,7 +44,8 @@ def _run(args) -> None:
     cfg, out = result.config, result.out
     print(f"\n{cfg['dataset']} IPC {cfg['ipc']}, {cfg['method']}: {len(result.selected)} real images selected → "
           f"{out} ({time.perf_counter() - start:.0f} s)")
-    print(f"report: {result.report}")
+    if result.report.is_file():
+        print(f"report: {result.report}")
     if result.evaluation["models"]:
         print(f"{'model':<14} {'final-epoch acc':>20} {'max last 20% acc':>20}")
         for name, r in result.evaluation["models"].items():

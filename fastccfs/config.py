@@ -104,6 +104,8 @@ class RunConfig:
     distill_lr: float | None = setting(None, "built-in distillation learning rate; none: configs/distill.yaml")
     distill_r_bn: float | None = setting(None, "built-in distillation BN-statistics weight; none: "
                                                "configs/distill.yaml")
+    report: bool = setting(True, "write RUN/report.html and its figures at the end (`fastccfs report RUN` writes "
+                                 "them later)", runtime=True)
     num_eval: int = setting(5, "evaluation runs (seeds) per model; 0: no evaluation")
     loader: str = setting("tensor", "loader backend", LOADER_BACKENDS)
     amp: str = setting("auto", "bf16 autocast: auto (bf16 on CUDA; on a CPU with native bf16 where measured faster for the model, else fp32), bf16, off", ("auto", "bf16", "off"))

@@ -628,5 +628,6 @@ def _run_stages(cfg: RunConfig, run_dir: RunDir, stores: dict, device, progress:
                                                                              "models": {}}
     from fastccfs.report import build_report
 
-    build_report(out, store=ctx.train)
+    if cfg.report:  # a sweep of many runs (benchmarks/study.py) skips each run's figures
+        build_report(out, store=ctx.train)
     return summary

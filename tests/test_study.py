@@ -112,6 +112,7 @@ def test_study_smoke_writes_every_table_from_study_json_and_resumes(cifar_root, 
     verdicts = re.findall(r"^- .+: \*\*(holds|reversed|not shown at this scale)\*\* — ", page, re.M)
     assert len(verdicts) == len(res["claims"]) >= 14
     assert "Fig. 4a" in page and (docs / "figures" / "study_fig4.png").stat().st_size > 1000
+    assert not (work / "runs" / ccfs[0] / "report.html").exists()  # the study's runs skip their own report
     # Fig. 4 runs infer over the whole pool: the filter's train-pool accuracy is recorded per phase.
     assert all("filter_train_acc" in p and "filter_test_acc" in p for p in res["runs"][ccfs[0]]["phases"])
     # The pool's published scores are the published scores at the pool's CIFAR-10 indices.
