@@ -608,6 +608,16 @@ def _run_stages(cfg: RunConfig, run_dir: RunDir, stores: dict, device, progress:
 
     out = run_dir.path
     ctx = Context(cfg, out, stores["train"], stores["test"], device, progress, logger)
+    finished = run_dir.finished_summary()
+    if finished is not None:  # nothing to compute: no kernel compile, no model, no report unless it is missing
+        rebuilt = cfg.report and not (out / "report.html").is_file()
+        ctx.log(f"fastccfs run {cfg.dataset}, IPC {cfg.ipc}, {cfg.method} → {out}: finished earlier; nothing "
+                f"recomputed{' (report.html written again: it was missing)' if rebuilt else ''}")
+        if rebuilt:
+            from fastccfs.report import build_report
+
+            build_report(out, store=ctx.train)
+        return finished
     ctx.work = plan_work(ctx)
     ctx.log(f"fastccfs run {cfg.dataset}, IPC {cfg.ipc}, {cfg.method} → {out} ({device})")
     run_dir.timings["compile_kernels"] = round(kernels.warm_up(), 3)  # numba: compiled once, then cached on disk

@@ -84,6 +84,21 @@ class RunDir:
         earlier = json.loads(timings.read_text()) if timings.is_file() else {}
         self.timings, self.precision = earlier.get("stages", {}), earlier.get("precision", {})
 
+    def finished_summary(self) -> dict | None:
+        """The run's summary when every stage has finished (eval.json, or with no evaluation the final
+        set), else None."""
+        if self.cfg.num_eval:
+            path = self.path / "eval.json"
+            return json.loads(path.read_text()) if path.is_file() else None
+        path = self.path / "synthetic_set.npz"
+        if not (path.is_file() and (self.path / "selected_indices.json").is_file()):
+            return None
+        import numpy as np
+
+        with np.load(path) as data:
+            size = len(data["distilled_labels"]) + len(data["real_indices"])
+        return {"set_size": size, "ipc": self.cfg.ipc, "models": {}}
+
     def abandon(self) -> None:
         """After a failure: remove the folder if this run made it and finished nothing in it."""
         if self.created and self.path.is_dir() and {p.name for p in self.path.iterdir()} <= _BOOKKEEPING:

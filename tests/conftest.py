@@ -1,4 +1,5 @@
 """Shared fixtures: the real data of ../shared/data, converted once per test session."""
+import os
 import shutil
 import subprocess
 import sys
@@ -15,8 +16,13 @@ SCORES = SHARED_DATA / "reference-scores"
 
 
 def need(path: Path) -> Path:
+    """PATH, real data from ../shared/data; a test without it skips on a developer's machine and fails in
+    CI (CI is set there), where a missing file means a broken set-up, not an optional test."""
     if not path.exists():
-        pytest.skip(f"real data {path} is absent (tests read ../shared/data beside the repository)")
+        message = f"real data {path} is absent (tests read ../shared/data beside the repository)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 

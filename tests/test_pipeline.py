@@ -121,12 +121,22 @@ def test_killed_run_resumes_to_the_same_selection(published_run, published_args,
     np.testing.assert_array_equal(selected(out), selected(published_run))
 
 
-def test_finished_run_is_not_recomputed(published_run, published_args, cache):
-    marks = {p: p.stat().st_mtime_ns for p in published_run.glob("phase_*")}
-    start = time.perf_counter()
+def test_finished_run_is_not_recomputed(published_run, published_args, cache, monkeypatch):
+    """A finished run read again: no stage entered, no kernel compiled, no model run, no report rebuilt,
+    no file rewritten but the log, which says so."""
+    import fastccfs.kernels
+    import fastccfs.pipeline
+    import fastccfs.report
+
+    work = []
+    for module, name in ((fastccfs.kernels, "warm_up"), (fastccfs.pipeline, "fit"), (fastccfs.pipeline, "predict"),
+                         (fastccfs.pipeline, "stage_teacher"), (fastccfs.report, "build_report")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: work.append(_n))
+    marks = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in published_run.rglob("*") if p.name != "run.log"}
     assert run(cache, published_run, *published_args) == 0
-    assert time.perf_counter() - start < 10
-    assert {p: p.stat().st_mtime_ns for p in published_run.glob("phase_*")} == marks
+    assert not work
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in published_run.rglob("*") if p.name != "run.log"} == marks
+    assert "finished earlier; nothing recomputed" in (published_run / "run.log").read_text().splitlines()[-1]
 
 
 def test_other_settings_in_the_same_run_dir_are_refused(published_run, published_args, cache, capsys):
