@@ -157,7 +157,8 @@ def multi_gpu_scaling(gpus: int) -> dict:
 def ccfs_phase(device, n, classes, ipc, epochs) -> dict:
     from fastccfs import selection
     from fastccfs.config import RunConfig
-    from fastccfs.pipeline import Context, curriculum_phase
+    from fastccfs.context import Context
+    from fastccfs.curriculum import curriculum_phase
     from fastccfs.synthetic import SyntheticSet
     from fastccfs.trainer import predict
 

@@ -59,7 +59,7 @@ def main() -> None:
     from fastccfs.config import resolve_run_config
     from fastccfs.loaders import make_loader
     from fastccfs.models import create_model
-    from fastccfs.pipeline import EVAL_BATCH
+    from fastccfs.context import EVAL_BATCH
     from fastccfs.store import convert
     from fastccfs.trainer import Recipe, batch_size_for, fit, predict
 

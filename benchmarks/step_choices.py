@@ -17,10 +17,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastccfs.bench import cpu_peak_gflops, flops_per_image, machine  # noqa: E402
+from fastccfs.bench import flops_per_image  # noqa: E402
+from fastccfs.machine import cpu_peak_gflops, machine  # noqa: E402
 from fastccfs.models import create_model  # noqa: E402
 from fastccfs.precision import autocast_dtype  # noqa: E402
-from fastccfs.trainer import folded, kd_loss, memory_format  # noqa: E402
+from fastccfs.models import folded, memory_format  # noqa: E402
+from fastccfs.trainer import kd_loss  # noqa: E402
 
 MODELS = ("convnet_bn", "convnet", "resnet18")
 

@@ -10,7 +10,7 @@ import torch
 
 from fastccfs.loaders import make_loader
 from fastccfs.models import create_model
-from fastccfs.pipeline import EVAL_BATCH
+from fastccfs.context import EVAL_BATCH
 from fastccfs.trainer import predict
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from fastccfs.loaders import make_loader
 from fastccfs.models import create_model
 from fastccfs.precision import autocast_dtype
-from fastccfs.trainer import Recipe, _autocast, fit, folded, kd_loss, memory_format
+from fastccfs.models import folded, memory_format
+from fastccfs.trainer import Recipe, _autocast, fit, kd_loss
 
 IMAGES, BATCH = 2560, 128
 

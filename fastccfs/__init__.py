@@ -8,6 +8,8 @@ The Python API (README, "Python API"):
     fastccfs.make_loader(source, ...)                                # the loaders
     fastccfs.load_scores(path, store)                                # published difficulty scores
     fastccfs.distill(dataset, ipc, out=None, ...)                    # built-in CDA
+    fastccfs.register(kind, name, entry=None)                        # add a backend, model, coarse or fine
+                                                                     # rule, method or dataset (fastccfs.registry)
 
 The package root stays import-light (no torch until one of these is used) so that `fastccfs convert`
 and the decoding workers start quickly.
@@ -22,6 +24,7 @@ _API = {
     "convert": ("fastccfs.store", "convert"),
     "make_loader": ("fastccfs.loaders", "make_loader"),
     "load_scores": ("fastccfs.scores", "load_scores"),
+    "register": ("fastccfs.registry", "register"),
 }
 __all__ = list(_API)
 

@@ -55,7 +55,7 @@ def run(dataset: str, ipc: int | None = None, out: str | os.PathLike | None = No
     """CCFS end to end, exactly as `fastccfs run DATASET --ipc IPC --out OUT ...`.
 
     settings: any RunConfig field (fastccfs run --help lists them), e.g. epochs=20, alpha=0.1,
-    eval_models=["resnet18"]; they override configs/run.yaml, the dataset's presets and `config`.
+    eval_models=["resnet18"]; they override RunConfig's defaults, the dataset's presets and `config`.
     out: the run directory (default runs/<dataset>-ipc<N>-<time>); a run there with the same settings
     is resumed, one with other settings refused.
     """
@@ -90,7 +90,9 @@ def distill(dataset: str, ipc: int, out: str | os.PathLike | None = None, *, tea
     from fastccfs.cda import DistillConfig, dataset_defaults
     from fastccfs.cda import distill as recover_all
     from fastccfs.models import create_model, load_checkpoint, save_checkpoint
-    from fastccfs.pipeline import Context, resolve_device, train_teacher
+    from fastccfs.context import Context
+    from fastccfs.distributed import resolve_device
+    from fastccfs.teacher import train_teacher
     from fastccfs.store import convert
 
     cfg = dataset_defaults(dataset)
@@ -112,16 +114,16 @@ def distill(dataset: str, ipc: int, out: str | os.PathLike | None = None, *, tea
     train = stores["train"]
     out = Path(out or f"distilled/{train.meta['dataset']}-ipc{ipc}")
     net = create_model(teacher_model, train.num_classes, train.image_size[0])
-    with distributed.writes_by_rank0(out):
-        if teacher:
-            load_checkpoint(net, teacher)
-        elif (out / "teacher.pt").is_file():
-            load_checkpoint(net, out / "teacher.pt")
-        else:  # the teacher `fastccfs run` would train for this dataset, kept beside the images
-            run_cfg = resolve_run_config(dataset, ipc, None, {"teacher_model": teacher_model, "seed": cfg.seed,
-                                                              "root": root, "cache": cache}, quiet=True)
-            net, _, _ = train_teacher(Context(run_cfg, out, train, stores["test"], device, progress))
-            save_checkpoint(net, out / "teacher.pt")
-        net.to(device).eval()
-        return recover_all(net, train.classes, ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
-                           progress=progress)
+    # Collective writes (rank0_path): under torchrun every rank reaches them, rank 0 writes.
+    if teacher:
+        load_checkpoint(net, teacher)
+    elif (out / "teacher.pt").is_file():
+        load_checkpoint(net, out / "teacher.pt")
+    else:  # the teacher `fastccfs run` would train for this dataset, kept beside the images
+        run_cfg = resolve_run_config(dataset, ipc, None, {"teacher_model": teacher_model, "seed": cfg.seed,
+                                                          "root": root, "cache": cache}, quiet=True)
+        net, _, _ = train_teacher(Context(run_cfg, out, train, stores["test"], device, progress))
+        save_checkpoint(net, out / "teacher.pt", via=distributed.rank0_path)
+    net.to(device).eval()
+    return recover_all(net, train.classes, ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
+                       progress=progress)

@@ -11,36 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-# (folder, is_main, barrier): under torchrun only rank 0 writes in these folders (fastccfs.distributed)
-GATES: list = []
-
-
-def _gate(path: Path):
-    target = os.path.abspath(path)
-    for folder, is_main, barrier in reversed(GATES):
-        if target == folder or target.startswith(folder + os.sep):
-            return is_main, barrier
-    return None
-
-
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary sibling of PATH; on success it replaces PATH, on error it is removed.
-
-    In a folder written by rank 0 only (torchrun), every rank reaches the write together: the other
-    ranks write into a private temporary that is discarded, and all continue once PATH is in place."""
+    (fastccfs.distributed.rank0_path is the collective form: under torchrun, rank 0 alone writes.)"""
     path = Path(path)
-    gate = _gate(path)
-    if gate is not None:
-        is_main, barrier = gate
-        barrier()  # every rank has made its "is it done?" checks before the file appears
-        if not is_main():
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="fastccfs-rank-") as private:
-                yield Path(private) / path.name
-            barrier()
-            return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -53,8 +28,6 @@ def atomic_path(path: str | os.PathLike):
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
-    if gate is not None:
-        gate[1]()
 
 
 _TEMP = re.compile(r"^\..+\.tmp-(\d+)(-.*)?$")
@@ -135,24 +108,36 @@ class PidLock:
             self.held = False
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    with atomic_path(path) as tmp:
+# Each writer takes `via`, the context that yields where to write: atomic_path, or
+# fastccfs.distributed.rank0_path for a collective write (every rank calls it; rank 0 writes).
+def write_json(path: str | os.PathLike, obj, via=atomic_path) -> None:
+    with via(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1) + "\n")
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, via=atomic_path) -> None:
+    with via(path) as tmp:
         tmp.write_text(text)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, via=atomic_path) -> None:
+    with via(path) as tmp:
         tmp.write_bytes(data)
 
 
-def save_arrays(path: str | os.PathLike, **arrays) -> None:
+def save_arrays(path: str | os.PathLike, via=atomic_path, **arrays) -> None:
+    """ARRAYS in one .npz at PATH."""
     import numpy as np
 
-    with atomic_path(path) as tmp:
+    with via(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
+
+
+def save_array(path: str | os.PathLike, array, via=atomic_path) -> None:
+    """One array as an .npy at PATH."""
+    import numpy as np
+
+    with via(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)

@@ -22,8 +22,6 @@ so this command needs a source checkout.
 from __future__ import annotations
 
 import importlib.util
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 import torch
 
 from fastccfs.errors import UserError
+from fastccfs.machine import cpu_peak_gflops, machine
 
 STAGES = ("train", "inference", "selection")
 
@@ -45,39 +44,6 @@ def _reference_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def machine() -> dict:
-    from fastccfs.precision import cpu_has_native_bf16, cpu_name
-
-    info = {"cpu": cpu_name() if platform.system() == "Linux" else platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "threads": torch.get_num_threads(), "native_bf16": cpu_has_native_bf16(),
-            "torch": torch.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def cpu_peak_gflops() -> dict:
-    """The CPU's peak arithmetic rate, from its features: threads × clock × FLOPs per cycle, where a core
-    issues ASSUMED 2 fused multiply-adds per cycle on its vector width (AVX-512 on Intel; AMD Zen 4 runs
-    512-bit instructions on 256-bit units, so 256 there). bf16 dot products (avx512_bf16) double it."""
-    from fastccfs.precision import cpu_flags, cpu_has_native_bf16, cpu_name
-
-    flags = cpu_flags()
-    mhz = 0.0
-    try:
-        mhz = next(float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz"))
-    except (OSError, StopIteration, ValueError):
-        pass
-    width = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
-    if width == 512 and "AMD" in cpu_name():
-        width = 256
-    fp32_per_cycle = width // 32 * 2 * 2  # lanes × 2 (multiply + add) × 2 FMA units
-    cores = torch.get_num_threads()
-    fp32 = cores * mhz / 1000 * fp32_per_cycle
-    return {"fp32_gflops": round(fp32, 1), "bf16_gflops": round(2 * fp32 if cpu_has_native_bf16() else fp32, 1),
-            "threads": cores, "clock_mhz": mhz, "datapath_bits": width, "fma_units_assumed": 2}
 
 
 def flops_per_image(model: torch.nn.Module, image_size: int, train: bool, teacher=None) -> float:
@@ -111,7 +77,10 @@ def bench_curriculum(dataset: str, ipc: int, model: str | None = None, phase: in
         raise UserError("bench curriculum compares one process with the reference's way: run it without torchrun "
                         "(under torchrun, `bench run … --out DIR` times the whole pipeline on N processes)")
     from fastccfs.models import create_model, load_checkpoint, save_checkpoint
-    from fastccfs.pipeline import Context, curriculum_phase, resolve_device, train_teacher
+    from fastccfs.context import Context
+    from fastccfs.curriculum import curriculum_phase
+    from fastccfs.distributed import resolve_device
+    from fastccfs.teacher import train_teacher
     from fastccfs.scores import load_scores
     from fastccfs.store import convert
     from fastccfs.synthetic import SyntheticSet

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastccfs import distributed
-from fastccfs.atomic import atomic_path, save_arrays, write_json
+from fastccfs.atomic import save_arrays, write_json
+from fastccfs.distributed import rank0_path
 from fastccfs.errors import UserError
 
 
@@ -178,28 +179,26 @@ def distill(teacher: nn.Module, classes: list[str], ipc: int, image_size: int, m
                         "class folders would be replaced)")
     if (out / "distilled.npz").is_file():
         return out
-    write_json(record, made_with)
+    # Every write below is collective (rank0_path): under torchrun each rank reaches it, rank 0 writes.
+    write_json(record, made_with, via=rank0_path)
     work = plan(len(classes), ipc)
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
     batches = range(0, len(work), cfg.batch_size)
-    pending = batches_left(parts, len(batches))
-    world, rank = distributed.world_size(), distributed.rank()
-    # Under torchrun the ranks take the pending batches in rounds, one each, and rank 0 writes them: a
-    # batch's result depends on its seed alone, so the images are those of one process.
-    for first in range(0, len(pending), world):
-        round_ = pending[first:first + world]
-        result = None
-        if rank < len(round_):
-            b = round_[rank]
-            chunk = work[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            seed = int(np.random.SeedSequence([cfg.seed, b]).generate_state(1)[0])
-            images, history = recover(teacher, torch.from_numpy(chunk[:, 0]), image_size, mean, std, cfg, seed,
-                                      device, progress, desc=f"distill batch {b + 1}/{len(batches)}")
-            result = (b, images, chunk, history)
-        for b, images, chunk, history in filter(None, distributed.gather(result)):
-            save_arrays(parts / f"batch_{b:05d}.npz", images=images, plan=chunk, ce=np.array(history["ce"]),
-                        bn=np.array(history["bn"]))
+
+    def recover_batch(b: int):
+        chunk = work[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        seed = int(np.random.SeedSequence([cfg.seed, b]).generate_state(1)[0])
+        images, history = recover(teacher, torch.from_numpy(chunk[:, 0]), image_size, mean, std, cfg, seed,
+                                  device, progress, desc=f"distill batch {b + 1}/{len(batches)}")
+        return b, images, chunk, history
+
+    # Under torchrun the pending batches are dealt to the ranks: a batch's result depends on its seed alone,
+    # so the images are those of one process.
+    for results in distributed.deal(batches_left(parts, len(batches)), recover_batch):
+        for b, images, chunk, history in results:
+            save_arrays(parts / f"batch_{b:05d}.npz", via=rank0_path, images=images, plan=chunk,
+                        ce=np.array(history["ce"]), bn=np.array(history["bn"]))
     images, labels, ids = [], [], []
     for b in range(len(batches)):
         with np.load(parts / f"batch_{b:05d}.npz") as data:
@@ -210,7 +209,7 @@ def distill(teacher: nn.Module, classes: list[str], ipc: int, image_size: int, m
     order = np.lexsort((ids, labels))  # class-major, ids ascending
     images, labels, ids = images[order], labels[order], ids[order]
     write_layout(out, images, labels, ids, cfg.image_format)
-    save_arrays(out / "distilled.npz", images=images, labels=labels)  # last: marks it finished
+    save_arrays(out / "distilled.npz", via=rank0_path, images=images, labels=labels)  # last: marks it finished
     shutil.rmtree(parts, ignore_errors=True)
     return out
 
@@ -227,9 +226,9 @@ def write_layout(out: Path, images: np.ndarray, labels: np.ndarray, ids: np.ndar
     if image_format not in ("png", "jpg"):
         raise UserError(f"unknown image format {image_format!r}: use png or jpg")
     for c in np.unique(labels):
-        with atomic_path(out / f"new{c:03d}") as tmp:
+        with rank0_path(out / f"new{c:03d}") as tmp:
             tmp.mkdir()
-            if not distributed.is_main():  # under torchrun rank 0 writes the folder (atomic_path)
+            if not distributed.is_main():  # under torchrun rank 0 writes the folder (a collective write)
                 continue
             for img, n in zip(images[labels == c], ids[labels == c]):
                 path = tmp / f"class{c:03d}_id{n:03d}.{image_format}"

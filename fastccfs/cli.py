@@ -6,12 +6,18 @@ import errno
 import signal
 import sys
 
-from fastccfs.config import MODEL_NAMES
+from fastccfs.config import AMP_MODES
+from fastccfs.datasets import dataset_help
 from fastccfs.errors import UserError
 
 
 def _convert(args) -> None:
     from fastccfs.store import convert
+
+    if args.to:  # before decoding anything
+        from fastccfs.formats import form_of
+
+        form_of(args.to)
 
     stores = convert(args.dataset, args.root, args.cache, download=args.download, size=args.size,
                      workers=args.workers, progress=not args.quiet)
@@ -136,48 +142,56 @@ def _report(args) -> None:
         print(f"wrote {build_report(args.run_dirs[0], cache=args.cache)}")
 
 
-def _add_run_settings(p: argparse.ArgumentParser, defaults: dict, where: str) -> None:
+def _add_run_settings(p: argparse.ArgumentParser, defaults: dict, where: str, helping: bool) -> None:
     """One flag per RunConfig field (--teacher-lr for teacher_lr, …) with its help line, its choices and
-    the default it resolves to (WHERE: run.yaml, or the dataset's presets when the dataset is given)."""
+    the default it resolves to (WHERE: RunConfig's defaults, or the dataset's presets when the dataset is
+    given), in the groups of fastccfs.config.GROUPS.
+    Choices that a registry holds (models, backends, rules, methods) are listed when help is asked for
+    (HELPING): reading the model registry imports torch, which other commands need not wait for."""
     from dataclasses import fields
 
-    from fastccfs.config import RunConfig, default_of
+    from fastccfs.config import GROUPS, RANGES, RunConfig, choices_of, default_of
 
+    groups = {name: p.add_argument_group(f"settings: {group}") for group, names in GROUPS.items() for name in names}
     for f in fields(RunConfig):
         if f.name in ("dataset", "ipc"):
             continue
+        add = groups[f.name].add_argument
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type)  # "int", "float | None", "list[str]", …
-        choices = f.metadata.get("choices")
+        registered = isinstance(f.metadata.get("choices"), str)
+        choices = choices_of(f.name) if helping or not registered else None
         default = defaults[f.name] if f.name in defaults else default_of(f)
         shown = ",".join(default) if isinstance(default, list) else "none" if default is None else default
-        text = f.metadata["help"] + (f" ({{{'|'.join(choices)}}})" if choices else "") + f" [{where}: {shown}]"
+        allowed = f" ({{{'|'.join(choices)}}})" if choices else f" ({RANGES[f.name]})" if f.name in RANGES else ""
+        text = f.metadata["help"] + allowed + f" [{where}: {shown}]"
         text = text.replace("%", "%%")
         if kind == "bool":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            add(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif "list" in kind:
-            p.add_argument(flag, dest=f.name, default=None, metavar="A,B", help=text)
+            add(flag, dest=f.name, default=None, metavar="A,B", help=text)
         else:
             conv = int if kind.startswith("int") else float if kind.startswith("float") else str
-            metavar = ("MODEL" if f.name in ("model", "teacher_model") else "{" + ",".join(choices) + "}" if choices
+            metavar = (f.metadata["choices"].upper() if registered else "{" + ",".join(choices) + "}" if choices
                        else "N" if conv is int else "X" if conv is float else None)
-            p.add_argument(flag, dest=f.name, type=conv, default=None, metavar=metavar, help=text)
+            add(flag, dest=f.name, type=conv, default=None, metavar=metavar, help=text)
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, argv: list[str] | None, out_help: str) -> None:
-    p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path (as for convert)")
+    p.add_argument("dataset", help=dataset_help())
     p.add_argument("--ipc", type=int, default=None, metavar="N",
                    help="images per class of the final set (default: the dataset's preset, if it has one)")
     p.add_argument("--out", default=None, help=out_help)
     p.add_argument("--config", default=None, help="a YAML file of settings")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
     p.add_argument("--quiet", action="store_true", help="no progress output (run.log still records the run)")
-    _add_run_settings(p, *_help_defaults(argv or []))
+    argv = argv or []
+    _add_run_settings(p, *_help_defaults(argv), helping="-h" in argv or "--help" in argv)
 
 
 def _help_defaults(argv: list[str]) -> tuple[dict, str]:
     """Defaults for `run --help` (and `bench run --help`): those of the dataset (and --ipc) named before
-    --help, else run.yaml's."""
+    --help, else RunConfig's."""
     from fastccfs.config import config_defaults
 
     if argv[:2] == ["bench", "run"]:
@@ -198,14 +212,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="decode a dataset once into the store that every loader reads")
-    p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path to an ImageFolder tree/zip or .npz")
+    p.add_argument("dataset", help=dataset_help())
     p.add_argument("--root", default=".", help="folder holding the dataset's archive or extracted folder (default: .)")
     p.add_argument("--cache", default=None, help="store folder (default: $FASTCCFS_CACHE or ~/.cache/fastccfs)")
     p.add_argument("--download", action="store_true", help="fetch the official archive into --root if it is missing")
     p.add_argument("--size", type=int, default=None, help="resize every image to SIZE×SIZE (shorter side, centre crop)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
-    p.add_argument("--to", choices=["ffcv", "dali"], default=None,
-                   help="also write the store as an FFCV .beton or as DALI's per-sample files, next to it")
+    p.add_argument("--to", default=None, metavar="BACKEND",
+                   help="also write the store in that loader backend's own form, next to it (e.g. ffcv: an FFCV "
+                        ".beton; dali: DALI's per-sample files)")
     p.add_argument("--pages", choices=["raw", "jpg"], default="raw",
                    help="with --to: raw pixels (default, measured faster at 32–64 px) or JPEG")
     p.add_argument("--jpeg-quality", type=int, default=90, help="with --to … --pages jpg")
@@ -213,14 +228,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=_convert, subparser=p)
 
     p = sub.add_parser("run", help="CCFS end to end: teacher, scores, curriculum phases, evaluation",
-                       description="Every setting defaults to configs/run.yaml, then configs/<dataset>.yaml and its "
+                       description="Every setting defaults to fastccfs.config.RunConfig's, then configs/<dataset>.yaml and its "
                                    "IPC preset, then --config FILE, then these flags.")
     _add_run_arguments(p, argv, "run directory (default runs/<dataset>-ipc<N>-<time>); resumable")
     p.set_defaults(func=_run, subparser=p)
 
     p = sub.add_parser("distill", help="recover a distilled set from a teacher (CDA), in the SRe²L/CDA layout",
                        description="Defaults per dataset: configs/distill.yaml.")
-    p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path (as for convert)")
+    p.add_argument("dataset", help=dataset_help())
     p.add_argument("--ipc", type=int, required=True, help="images per class to recover")
     p.add_argument("--teacher", default=None, help="teacher checkpoint; without it one is trained into --out")
     p.add_argument("--teacher-model", default="resnet18", help="the teacher's architecture (needs BatchNorm)")
@@ -233,7 +248,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="images optimised together (mixed classes)")
     p.add_argument("--jitter", type=int, default=None, help="random shift in pixels")
     p.add_argument("--format", dest="image_format", choices=["png", "jpg"], default=None)
-    p.add_argument("--amp", choices=["auto", "bf16", "off"], default=None,
+    p.add_argument("--amp", choices=AMP_MODES, default=None,
                    help="bf16 autocast: auto (CUDA only), bf16, off")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None)
@@ -246,23 +261,23 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = bench.add_parser("curriculum", help="one phase by fastccfs and by the reference's way, per-stage ratios",
                          description="One CCFS phase at the dataset preset's settings (IPC, α, batch rule, lr, "
                                      "epochs) with a real teacher, by fastccfs and by a reference-style path.")
-    p.add_argument("dataset", help="cifar10, cifar100, tiny-imagenet, demo, or a path (as for convert)")
+    p.add_argument("dataset", help=dataset_help())
     p.add_argument("--ipc", type=int, required=True, metavar="N", help="images per class of the final set")
-    p.add_argument("--model", default=None, choices=MODEL_NAMES, metavar="MODEL",
-                   help=f"filter architecture ({{{'|'.join(MODEL_NAMES)}}}) [default: the preset's]")
+    p.add_argument("--model", default=None, metavar="MODEL", help="filter architecture (a registered model, as for "
+                                                                  "`run --model`) [default: the preset's]")
     p.add_argument("--phase", type=int, default=1, metavar="J",
                    help="which phase: its starting set is as large as phase J's in a run [default: 1]")
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="filter epochs [default: the preset's]")
     p.add_argument("--measure-epochs", type=int, default=None, metavar="M",
                    help="train M (≥ 5) of them and scale both sides' training time by epochs/M [default: all]")
     p.add_argument("--teacher", default=None, help="a teacher checkpoint (needs --scores) [default: train one here]")
-    p.add_argument("--teacher-model", default=None, choices=MODEL_NAMES, metavar="MODEL",
+    p.add_argument("--teacher-model", default=None, metavar="MODEL",
                    help="the teacher's architecture [default: the preset's]")
     p.add_argument("--teacher-epochs", type=int, default=None, metavar="N",
                    help="epochs of a teacher trained here [default: the teacher recipe's]")
     p.add_argument("--save-teacher", default=None, metavar="PATH", help="keep the teacher trained here")
     p.add_argument("--scores", default=None, help="score file [default: forgetting counted by the teacher trained here]")
-    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "off"), help="[default: auto]")
+    p.add_argument("--amp", default="auto", choices=AMP_MODES, help="[default: auto]")
     p.add_argument("--json", default=None, help="write the result to this file [default: print only]")
     p.add_argument("--root", default=".", help="folder holding the dataset [default: .]")
     p.add_argument("--cache", default=None, help="store folder [default: $FASTCCFS_CACHE or ~/.cache/fastccfs]")

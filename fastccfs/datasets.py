@@ -23,13 +23,14 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from fastccfs import registry
 from fastccfs.config import dataset_info
 from fastccfs.errors import UserError
 
-BUILTIN = ("cifar10", "cifar100", "tiny-imagenet", "demo")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 DEMO_ZIP = Path(__file__).resolve().parent / "data" / "cifar10-demo.zip"
 
@@ -69,6 +70,7 @@ class Source:
     kind: str  # cifar10 | cifar100 | tiny-imagenet | imagefolder | npz
     path: Path  # the archive, folder or file to read
     inputs: list[Path] = field(default_factory=list)  # the files whose change invalidates the store
+    dataset: str | None = None  # the registered dataset it is (None: a user's path)
 
     def fingerprint(self, options: dict) -> str:
         """A hash of the inputs' paths, sizes and modification times and of the reading options."""
@@ -79,15 +81,37 @@ class Source:
         return h.hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset known by name (fastccfs.registry, kind "dataset"): `fastccfs convert NAME`, `fastccfs run
+    NAME` and make_loader("NAME") find it. locate(root: Path, download: bool) → its Source (cheap: paths and
+    stat; a one-line error naming what to put where); read(source) → a RawDataset in the canonical order;
+    mean/std: its normalisation (None: computed from the train split when converting)."""
+
+    locate: Callable
+    read: Callable
+    mean: tuple | None = None
+    std: tuple | None = None
+
+
+def builtin_names() -> tuple[str, ...]:
+    return registry.names("dataset")
+
+
+def dataset_help() -> str:
+    """What a DATASET argument accepts, for every command's help."""
+    return f"{', '.join(builtin_names())}, or a path to an ImageFolder tree/zip or .npz"
+
+
 # ----------------------------------------------------------------------------------------- locate
 
 
 def locate(dataset: str, root: str | os.PathLike | None = None, download: bool = False) -> Source:
-    """Find the input of DATASET (a built-in name, or a path to an ImageFolder tree/zip or .npz)."""
-    if dataset == "demo":
-        return Source("demo", "imagefolder", DEMO_ZIP, [DEMO_ZIP])
-    if dataset in ("cifar10", "cifar100", "tiny-imagenet"):
-        return _locate_builtin(dataset, Path(root if root is not None else "."), download)
+    """Find the input of DATASET (a registered name, or a path to an ImageFolder tree/zip or .npz)."""
+    if dataset in builtin_names():
+        source = registry.get("dataset", dataset).locate(Path(root if root is not None else "."), download)
+        source.dataset = dataset
+        return source
     check_name(dataset)
     path = Path(dataset)
     if path.suffix == ".npz":
@@ -97,8 +121,8 @@ def locate(dataset: str, root: str | os.PathLike | None = None, download: bool =
 
 
 def check_name(dataset: str) -> None:
-    """A built-in name or the path of a dataset that exists; else one line saying what is accepted."""
-    if dataset in BUILTIN:
+    """A registered name or the path of a dataset that exists; else one line saying what is accepted."""
+    if dataset in builtin_names():
         return
     path = Path(dataset)
     if path.suffix == ".npz" and not path.is_file():
@@ -106,7 +130,7 @@ def check_name(dataset: str) -> None:
     if path.is_dir() or (path.suffix in (".zip", ".npz") and path.is_file()):
         return
     raise UserError(
-        f"unknown dataset {dataset!r}: use one of {', '.join(BUILTIN)}, or the path of an ImageFolder "
+        f"unknown dataset {dataset!r}: use one of {', '.join(builtin_names())}, or the path of an ImageFolder "
         "tree (ROOT/train/<class>/…), a zip of one, or an .npz with x_train, y_train, x_test, y_test"
     )
 
@@ -161,14 +185,10 @@ def fetch(url: str, target: Path) -> None:
 
 
 def read(source: Source) -> RawDataset:
-    readers = {
-        "cifar10": _read_cifar,
-        "cifar100": _read_cifar,
-        "tiny-imagenet": _read_tiny,
-        "imagefolder": _read_imagefolder,
-        "npz": _read_npz,
-    }
-    raw = readers[source.kind](source)
+    """SOURCE's splits in canonical order, labels checked: by its registered dataset's reader, or (a user's
+    path) as an ImageFolder or an .npz."""
+    entry = registry.get("dataset", source.dataset) if source.dataset else None
+    raw = entry.read(source) if entry else {"imagefolder": _read_imagefolder, "npz": _read_npz}[source.kind](source)
     for split_name, split in raw.splits.items():
         if len(split) == 0:
             raise UserError(f"{source.path}: the {split_name} split is empty")
@@ -179,12 +199,8 @@ def read(source: Source) -> RawDataset:
                 f"{source.path}: {split_name} sample {i} has label {int(split.labels[i])}, "
                 f"outside the {len(raw.classes)} classes"
             )
-    if source.kind in ("cifar10", "cifar100") or source.name == "demo":
-        info = dataset_info(source.name)
-        raw.mean, raw.std = info["mean"], info["std"]
-    if source.kind == "tiny-imagenet":
-        info = dataset_info("tiny-imagenet")
-        raw.mean, raw.std = info["mean"], info["std"]
+    if entry is not None and entry.mean is not None:
+        raw.mean, raw.std = list(entry.mean), list(entry.std)
     return raw
 
 
@@ -376,10 +392,16 @@ def _read_imagefolder(source: Source) -> RawDataset:
             files += [tree.file(n) for n in names]
             labels += [index[cls]] * len(names)
         splits[split] = RawSplit(np.asarray(labels, np.int64), files=files, archive=tree.archive, source_split=folder)
-    if source.name == "demo":  # its train files are named by their official CIFAR-10 train index
-        names = splits["train"].files
-        splits["train"].parent = ("cifar10", 50_000, np.array([int(Path(n).stem) for n in names], np.int64))
     return RawDataset(source.name, classes, classes, splits)
+
+
+def _read_demo(source: Source) -> RawDataset:
+    """The bundled subset: an ImageFolder zip whose train files are named by their official CIFAR-10 train
+    index, so the published CIFAR-10 scores apply to it."""
+    raw = _read_imagefolder(source)
+    names = raw.splits["train"].files
+    raw.splits["train"].parent = ("cifar10", 50_000, np.array([int(Path(n).stem) for n in names], np.int64))
+    return raw
 
 
 def _read_npz(source: Source) -> RawDataset:
@@ -393,7 +415,7 @@ def _read_npz(source: Source) -> RawDataset:
         raise UserError(f"{source.path} lacks {', '.join(missing)}: an .npz needs x_train, y_train, x_test, y_test")
     splits = {}
     for split in ("train", "test"):
-        x, y = _as_nhwc_uint8(arrays[f"x_{split}"], f"{source.path}:x_{split}"), arrays[f"y_{split}"]
+        x, y = as_nhwc_uint8(arrays[f"x_{split}"], f"{source.path}:x_{split}"), arrays[f"y_{split}"]
         if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
             raise UserError(f"{source.path}: y_{split} must be {len(x)} integer labels, got {y.dtype} {y.shape}")
         splits[split] = RawSplit(y.astype(np.int64), pixels=x, source_split=split)
@@ -404,7 +426,7 @@ def _read_npz(source: Source) -> RawDataset:
     return RawDataset(source.name, classes, classes, splits)
 
 
-def _as_nhwc_uint8(x: np.ndarray, where: str, rounding: str = "refuse") -> np.ndarray:
+def as_nhwc_uint8(x: np.ndarray, where: str, rounding: str = "refuse") -> np.ndarray:
     """Images as uint8 N×H×W×3 (the form every store and loader holds).
 
     Floats must be pixels in [0, 1]; those that are whole multiples of 1/255 (images read from files)
@@ -480,3 +502,18 @@ def read_bytes(file: str, zf: zipfile.ZipFile | None) -> bytes:
     except (OSError, KeyError, zipfile.BadZipFile) as e:
         raise UserError(f"{file}: cannot read ({e})") from e
 
+
+# Built-in datasets: the official archives (configs/datasets.yaml: file names, URLs, normalisation), and
+# the CIFAR-10 subset bundled in the package.
+def _official(name: str, reader: Callable) -> Dataset:
+    info = dataset_info(name)
+    return Dataset(lambda root, download: _locate_builtin(name, root, download), reader, tuple(info["mean"]),
+                   tuple(info["std"]))
+
+
+registry.register("dataset", "cifar10", _official("cifar10", _read_cifar))
+registry.register("dataset", "cifar100", _official("cifar100", _read_cifar))
+registry.register("dataset", "tiny-imagenet", _official("tiny-imagenet", _read_tiny))
+registry.register("dataset", "demo", Dataset(lambda root, download: Source("demo", "imagefolder", DEMO_ZIP, [DEMO_ZIP]),
+                                             _read_demo, tuple(dataset_info("demo")["mean"]),
+                                             tuple(dataset_info("demo")["std"])))

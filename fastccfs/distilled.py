@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastccfs.datasets import IMAGE_EXTENSIONS, _as_nhwc_uint8, decode
+from fastccfs.datasets import IMAGE_EXTENSIONS, as_nhwc_uint8, decode
 from fastccfs.errors import UserError
 
 _CDA_FOLDER = re.compile(r"^new(\d+)$")
@@ -86,7 +86,7 @@ def read_distilled(path: str | os.PathLike, classes: list[str], per_class: int,
             raise
         except Exception as e:
             raise UserError(f"{path}: not a readable tensor file ({type(e).__name__}: {e})") from e
-        x = _as_nhwc_uint8(np.asarray(x), str(path), rounding="note")
+        x = as_nhwc_uint8(np.asarray(x), str(path), rounding="note")
         if len(x) != len(y):
             raise UserError(f"{path}: {len(x)} images but {len(y)} labels")
         keep = []

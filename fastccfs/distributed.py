@@ -6,10 +6,11 @@ multi-node and SLURM work through torchrun's own flags) and:
   - training (teacher, filters) is DistributedDataParallel, each rank a share of every epoch of the
     loaders' seeded order, the batch rule giving the global batch;
   - inference is sharded and gathered back into the unsharded order (trainer.predict);
-  - the run directory is written by rank 0 only: `writes_by_rank0(folder)` makes every atomic write
-    under that folder a collective step (all ranks reach it, rank 0 writes, all ranks see it after),
-    so the stages' "already done?" checks agree on every rank and resume works as in one process;
-  - distillation batches and evaluation runs are spread over ranks, each done whole, results gathered.
+  - the run directory is written by rank 0 only, through collective writes named as such at their call
+    (`via=rank0_path`: all ranks reach the write, rank 0 writes, all ranks see it after), so the
+    stages' "already done?" checks agree on every rank and resume works as in one process;
+  - distillation batches and evaluation runs are dealt to the ranks (`deal`), each done whole, results
+    gathered.
 Collectives time out after $FASTCCFS_DIST_TIMEOUT seconds (default 1800): a rank that died leaves the
 others with a clear error instead of a hang (torchrun also stops them when one rank fails).
 """
@@ -112,25 +113,53 @@ def rank0_first():
 
 
 @contextmanager
-def writes_by_rank0(folder):
-    """Within the block, atomic writes under FOLDER are made by rank 0 only (fastccfs.atomic)."""
-    from fastccfs import atomic
+def rank0_path(path):
+    """A collective write: every rank calls it at the same point of the program. Rank 0 writes PATH
+    atomically (fastccfs.atomic.atomic_path); the other ranks write into a private temporary that is
+    discarded; all continue once PATH is in place. Without torchrun it is atomic_path.
+    Pass it as `via=` to the writers of fastccfs.atomic."""
+    from fastccfs.atomic import atomic_path
 
     if not active():
-        yield
+        with atomic_path(path) as tmp:
+            yield tmp
         return
-    atomic.GATES.append((os.path.abspath(folder), is_main, barrier))
-    try:
-        yield
-    finally:
-        atomic.GATES.pop()
+    barrier()  # every rank has made its "is it done?" checks before the file appears
+    if is_main():
+        with atomic_path(path) as tmp:
+            yield tmp
+    else:
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory(prefix="fastccfs-rank-") as private:
+            yield Path(private) / Path(path).name
+    barrier()
 
 
-def mine(items: list) -> list:
-    """This rank's share of a list of independent jobs (round-robin)."""
-    return items[rank()::world_size()]
+def deal(jobs: list, work):
+    """Independent JOBS dealt to the ranks in rounds of one job each (under torchrun; one process: one job
+    per round); yields each round's results, in job order, on every rank. work(job) → a result; each job's
+    result must depend on the job alone, so that the results are those of one process."""
+    for first in range(0, len(jobs), world_size()):
+        round_ = jobs[first:first + world_size()]
+        mine = work(round_[rank()]) if rank() < len(round_) else None
+        yield [result for result in gather(mine) if result is not None]
 
 
 def describe() -> dict:
     """How the process ran, for timings.json and phases.json."""
     return {"world_size": world_size(), "backend": dist.get_backend() if active() else None}
+def resolve_device(name: str | None) -> torch.device:
+    """The device to run on (default: CUDA when present); a one-line error for one that is not there."""
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        raise UserError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible to torch here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible")
+    return device
+
+

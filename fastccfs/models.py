@@ -8,15 +8,13 @@ published checkpoints ({'model': …} or {'state_dict': …}, optional 'module.'
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 from torch import nn
 
-from fastccfs.config import MODEL_NAMES as MODELS  # the one list (config.py stays importable without torch)
+from fastccfs import registry
 from fastccfs.errors import UserError
-
-CONVNETS = ("convnet", "convnet_bn")
-TORCHVISION = tuple(m for m in MODELS if m not in CONVNETS)
 
 
 class ConvNet(nn.Module):
@@ -62,28 +60,69 @@ def small_image_stem(model: nn.Module, name: str) -> nn.Module:
 
 
 def create_model(name: str, num_classes: int, image_size: int = 32) -> nn.Module:
-    if name == "convnet":
-        return ConvNet(num_classes, image_size, norm="instance")
-    if name == "convnet_bn":
-        return ConvNet(num_classes, image_size, norm="batch")
-    if name not in TORCHVISION:
-        raise UserError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
-    import torchvision
-
-    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    return small_image_stem(model, name) if image_size <= 64 else model
+    """The registered model NAME (fastccfs.register("model", name)) for NUM_CLASSES at IMAGE_SIZE px."""
+    return registry.get("model", name)(num_classes, image_size)
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
-    """{'model': state_dict} at PATH, atomically. Serialised in memory first, then written as bytes: a
-    full disk is then an OSError (ENOSPC) and not torch's writer error."""
+# Built-in models: an entry is f(num_classes, image_size) → nn.Module.
+
+
+def _torchvision(name: str):
+    def build(num_classes: int, image_size: int) -> nn.Module:
+        import torchvision
+
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        return small_image_stem(model, name) if image_size <= 64 else model
+
+    return build
+
+
+for _name in ("resnet18", "resnet50", "resnet101", "densenet121", "regnet_y_8gf"):
+    registry.register("model", _name, _torchvision(_name))
+registry.register("model", "convnet", lambda num_classes, image_size: ConvNet(num_classes, image_size, norm="instance"))
+registry.register("model", "convnet_bn", lambda num_classes, image_size: ConvNet(num_classes, image_size, norm="batch"))
+
+
+def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
+    """channels_last, except GroupNorm models on the CPU, where it is the slow path (measured in
+    benchmarks/README.md, "step choices")."""
+    if device.type == "cpu" and any(isinstance(m, nn.GroupNorm) for m in model.modules()):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
+def folded(model: nn.Module) -> nn.Module:
+    """An inference copy of MODEL (in eval mode) with every BatchNorm folded into the convolution before
+    it (torch.fx): the same logits to ~1e-6 and one memory pass fewer per layer (predict() gains from it: benchmarks/README.md). Only conv → BN pairs fold (DenseNet's BN-ReLU-conv keeps its BNs). A model without BatchNorm, or one that
+    torch.fx cannot trace, is returned as it is."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return model
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model, inplace=False)
+    except Exception as e:  # tracing failures have many types (TraceError, TypeError, …); folding is optional
+        name = type(model).__name__
+        if name not in _UNFOLDED:
+            _UNFOLDED.add(name)
+            print(f"fastccfs: note: BatchNorm not folded into {name}'s convolutions ({type(e).__name__}); "
+                  "it infers unfused (same logits, slower)", file=sys.stderr)
+        return model
+
+
+_UNFOLDED: set = set()  # models whose folding failure was reported (once per process)
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, via=None) -> None:
+    """{'model': state_dict} at PATH, atomically (via: as fastccfs.atomic's writers). Serialised in memory
+    first, then written as bytes: a full disk is then an OSError (ENOSPC) and not torch's writer error."""
     import io
 
-    from fastccfs.atomic import write_bytes
+    from fastccfs.atomic import atomic_path, write_bytes
 
     buf = io.BytesIO()
     torch.save({"model": model.state_dict()}, buf)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue(), via=via or atomic_path)
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:

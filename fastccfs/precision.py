@@ -23,35 +23,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastccfs.config import AMP_MODES
 from fastccfs.errors import UserError
+from fastccfs.machine import cpu_has_native_bf16, cpu_name
 
-AMP_MODES = ("auto", "bf16", "off")
 MARGIN = 1.1  # bf16 rounds activations to 8 mantissa bits: used on a CPU only where it clearly pays
 _decided: dict[str, str] = {}  # key → "bf16" | "fp32", this process
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
-    flags = cpu_flags() if flags is None else flags
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "cpu")
-    except OSError:
-        return "cpu"
 
 
 def _key(model: nn.Module, shape: tuple, kind: str) -> str:
@@ -107,7 +84,7 @@ def measure(model: nn.Module, shape: tuple, train: bool, teacher: nn.Module | No
             rounds: int = 3) -> dict:
     """Seconds per step in fp32 and bf16 (the best of ROUNDS, the dtypes alternating so a slower
     moment of the machine hits both), on copies: the model's weights and statistics are untouched."""
-    from fastccfs.trainer import folded, memory_format
+    from fastccfs.models import folded, memory_format
 
     net = copy.deepcopy(model).to("cpu")
     fmt = memory_format(net, torch.device("cpu"))

@@ -1,6 +1,20 @@
-"""The run directory's bookkeeping, apart from the science: its identity (config.yaml, checked on
-resume), its creation and clean-up, run.log (what the run printed, with timestamps) and timings.json
-(wall-clock per stage, kept across resumes)."""
+"""The run directory: its layout, its identity (config.yaml, checked on resume), its creation and
+clean-up, run.log (what the run printed, with timestamps) and timings.json (wall-clock per stage, kept
+across resumes).
+
+Layout:
+  config.yaml, data.json  the resolved settings; each split's content fingerprint
+  teacher.pt, teacher.json, teacher_pred.npy, teacher_training.json   (teacher.pt only when trained here)
+  forgetting.npz          forgetting events counted while training the teacher here
+  scores.npy              the difficulties used (higher = harder), aligned to the train store
+  distilled/              the distilled part made here (CDA), when no --distilled is given
+  start.npz               the distilled part and any initial real indices
+  phase_<j>.npz/.json     each phase's picks and record; phases.json gathers the records
+  selected_indices.json   {"ipc", "alpha", "idx_selected"}: the reference code's form
+  synthetic_set.npz       distilled images + real indices (fastccfs export RUN writes PNGs)
+  eval/<model>_<r>.json   one evaluation run each; eval.json gathers them
+  timings.json, run.log, report.html (+ fig_*.png)
+"""
 from __future__ import annotations
 
 import json
@@ -84,6 +98,22 @@ class RunDir:
         earlier = json.loads(timings.read_text()) if timings.is_file() else {}
         self.timings, self.precision = earlier.get("stages", {}), earlier.get("precision", {})
 
+    # Where each stage's outputs are, and whether the stage has finished (its last file is written last).
+    def phase_file(self, j: int, ext: str) -> Path:
+        return self.path / f"phase_{j}.{ext}"
+
+    def eval_file(self, name: str, r: int) -> Path:
+        return self.path / "eval" / f"{name}_{r}.json"
+
+    def teacher_trained(self) -> bool:
+        return (self.path / "teacher.pt").is_file()
+
+    def phase_done(self, j: int) -> bool:
+        return self.phase_file(j, "json").is_file()
+
+    def eval_done(self, name: str, r: int) -> bool:
+        return self.eval_file(name, r).is_file()
+
     def finished_summary(self) -> dict | None:
         """The run's summary when every stage has finished (eval.json, or with no evaluation the final
         set), else None."""
@@ -113,15 +143,16 @@ class RunDir:
         self.save_timings()
 
     def save_timings(self) -> None:
+        """A collective write (fastccfs.distributed.rank0_path): every rank calls it, rank 0's timings land."""
         from fastccfs import distributed
-        from fastccfs.bench import machine
+        from fastccfs.machine import machine
         from fastccfs.precision import decisions
 
         # the dtype each model computed in under amp auto, and where: the figures' context
         write_json(self.path / "timings.json", {"stages": self.timings,
                                                 "total_s": round(sum(self.timings.values()), 3),
                                                 "machine": machine(), "precision": {**self.precision, **decisions()},
-                                                **distributed.describe()})
+                                                **distributed.describe()}, via=distributed.rank0_path)
 
 
 class RunLog:

@@ -11,14 +11,14 @@ indices exceed the set's table size. semantics="reference" (coarse_to_fine_refer
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import numpy as np
 
+from fastccfs import registry
 from fastccfs.errors import UserError
 
-COARSE = ("misclassified", "classified", "all")
-FINE = ("simple", "hard", "random")
 SEMANTICS = ("fastccfs", "reference")
 # Tiers of the fine stage: candidates first, then the fill sources in order.
 CANDIDATE, ELIGIBLE_REST, UNSELECTED_REST, NEVER = 0, 1, 2, 3
@@ -62,14 +62,45 @@ def _mask(selected, n: int) -> np.ndarray:
 
 
 def fine_keys(scores: np.ndarray, fine: str, seed: int) -> np.ndarray:
-    """Sort keys (smaller = preferred) for a fine rule; ties fall to the smaller index."""
-    if fine == "simple":
-        return np.asarray(scores, np.float64)
-    if fine == "hard":
-        return -np.asarray(scores, np.float64)
-    if fine == "random":
-        return np.random.default_rng(seed).permutation(len(scores)).astype(np.float64)
-    raise UserError(f"unknown fine rule {fine!r}: use one of {', '.join(FINE)}")
+    """Sort keys (smaller = preferred) of the registered fine rule FINE; ties fall to the smaller index."""
+    return np.asarray(registry.get("fine", fine)(np.asarray(scores, np.float64), seed), np.float64)
+
+
+# Built-in fine rules: an entry is f(scores as float64, seed) → one sort key per sample, smaller taken first.
+registry.register("fine", "simple", lambda scores, seed: scores)
+registry.register("fine", "hard", lambda scores, seed: -scores)
+registry.register("fine", "random",
+                  lambda scores, seed: np.random.default_rng(seed).permutation(len(scores)).astype(np.float64))
+
+
+@dataclass(frozen=True)
+class CoarseRule:
+    """A coarse rule: which samples the filter's predictions make candidates.
+
+    candidates(pred, labels) → bool mask. needs_predictions=False: the mask does not depend on the
+    predictions (every sample qualifies), so no inference is needed. not_candidate(labels) → a
+    prediction for each sample that makes it no candidate: the value of a sample the lazy inference
+    (predict_until_picked) did not predict; by default the true label or -1, whichever qualifies. A rule
+    with no such prediction (unpredicted() is None) is inferred over the whole split."""
+
+    candidates: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    needs_predictions: bool = True
+    not_candidate: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def unpredicted(self, labels: np.ndarray) -> np.ndarray | None:
+        if self.not_candidate is not None:
+            return np.asarray(self.not_candidate(labels), np.int64)
+        labels = np.asarray(labels, np.int64)
+        for guess in (labels.copy(), np.full(len(labels), -1, np.int64)):
+            if not np.asarray(self.candidates(guess, labels), bool).any():
+                return guess
+        return None
+
+
+registry.register("coarse", "misclassified", CoarseRule(lambda pred, labels: pred != labels))
+registry.register("coarse", "classified", CoarseRule(lambda pred, labels: pred == labels))
+registry.register("coarse", "all", CoarseRule(lambda pred, labels: np.ones(len(labels), bool), needs_predictions=False,
+                                             not_candidate=lambda labels: np.full(len(labels), -1, np.int64)))
 
 
 def eligible_mask(labels, selected, teacher_pred=None) -> np.ndarray:
@@ -80,15 +111,9 @@ def eligible_mask(labels, selected, teacher_pred=None) -> np.ndarray:
 
 
 def coarse_candidates(pred, labels, coarse: str) -> np.ndarray:
-    """The coarse rule on the filter's predictions: misclassified, classified, or all."""
+    """The registered coarse rule COARSE on the filter's predictions (misclassified, classified, all, …)."""
     pred, labels = np.asarray(pred), np.asarray(labels)
-    if coarse == "misclassified":
-        return pred != labels
-    if coarse == "classified":
-        return pred == labels
-    if coarse == "all":
-        return np.ones(len(labels), bool)
-    raise UserError(f"unknown coarse rule {coarse!r}: use one of {', '.join(COARSE)}")
+    return np.asarray(registry.get("coarse", coarse).candidates(pred, labels), bool)
 
 
 def tiers(pred, labels, selected, teacher_pred=None, coarse="misclassified") -> np.ndarray:
@@ -141,11 +166,10 @@ def coarse_to_fine(pred, labels, scores, selected, k_per_class, teacher_pred=Non
     except ImportError:  # no numba (e.g. a bare GPU image): the numpy reference gives the same picks
         kernel = False
     if kernel:
-        if coarse not in COARSE:
-            raise UserError(f"unknown coarse rule {coarse!r}: use one of {', '.join(COARSE)}")
         use_teacher = teacher_pred is not None
-        t = kernels_topk.tiers(labels, np.asarray(pred, np.int64), np.asarray(teacher_pred if use_teacher else labels,
-                               np.int64), _mask(selected, n), COARSE.index(coarse), use_teacher)
+        t = kernels_topk.tiers(labels, coarse_candidates(pred, labels, coarse),
+                               np.asarray(teacher_pred if use_teacher else labels, np.int64), _mask(selected, n),
+                               use_teacher)
         taken, counts, from_tier = kernels_topk.topk_per_class(labels, t, key, k)
     else:
         t = tiers(pred, labels, selected, teacher_pred, coarse)
@@ -217,12 +241,13 @@ def predict_until_picked(predict, labels, key, eligible, k_per_class, coarse: st
     n = len(labels)
     num_classes = num_classes or int(labels.max()) + 1
     k = np.broadcast_to(np.asarray(k_per_class, np.int64), (num_classes,))
-    if coarse not in COARSE:
-        raise UserError(f"unknown coarse rule {coarse!r}: use one of {', '.join(COARSE)}")
-    # Not predicted = not a candidate: right for "misclassified", wrong (-1) for "classified".
-    pred = labels.copy() if coarse == "misclassified" else np.full(n, -1, np.int64)
+    rule = registry.get("coarse", coarse)
+    pred = rule.unpredicted(labels)  # not predicted = not a candidate
+    if pred is None:
+        raise UserError(f"the coarse rule {coarse!r} has no prediction that rules a sample out: infer every sample "
+                        "(--inference all)")
     inferred = np.zeros(n, bool)
-    if coarse == "all":
+    if not rule.needs_predictions:
         return pred, inferred
     members = np.flatnonzero(np.asarray(eligible, bool))  # ascending: positions tie-break as indices do
     queues = [members[g] for g in _per_class_order(labels[members], np.asarray(key, np.float64)[members],

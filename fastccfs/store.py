@@ -158,7 +158,7 @@ def convert(
     try:
         source = datasets.locate(dataset, root, download)
     except UserError as e:
-        if dataset not in datasets.BUILTIN:
+        if dataset not in datasets.builtin_names():
             raise
         return _converted_earlier(dataset, Path(cache or default_cache()), e)
     fingerprint = source.fingerprint({"size": size, "format": FORMAT_VERSION})
@@ -273,8 +273,10 @@ def _up_to_date(path: Path, fingerprint: str) -> bool:
 def _replace_dir(new: Path, final: Path) -> None:
     """Put NEW at FINAL; an older FINAL (a store: nothing but its splits and forms) is moved aside first
     and removed after. A FINAL that is not a store is never replaced."""
+    from fastccfs.formats import form_folders
+
     old = None
-    if final.exists() and ({p.name for p in final.iterdir()} - {"train", "test", "ffcv", "dali"} or any(
+    if final.exists() and ({p.name for p in final.iterdir()} - {*SPLITS, *form_folders()} or any(
             (final / s).is_dir() and not {"images.npy", "meta.json"} & {p.name for p in (final / s).iterdir()}
             for s in SPLITS)):
         raise UserError(f"{final} exists and is not a fastccfs store: pass another --cache (convert never replaces "

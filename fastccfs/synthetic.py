@@ -19,8 +19,8 @@ class SyntheticSet:
     def __len__(self) -> int:
         return len(self.distilled_labels) + len(self.real_indices)
 
-    def save(self, path: str | os.PathLike, store) -> None:
-        save_arrays(path, distilled_images=self.distilled_images, distilled_labels=self.distilled_labels,
+    def save(self, path: str | os.PathLike, store, via=atomic_path) -> None:
+        save_arrays(path, via=via, distilled_images=self.distilled_images, distilled_labels=self.distilled_labels,
                     real_indices=self.real_indices, real_labels=store.labels[self.real_indices])
 
     @classmethod

@@ -11,7 +11,6 @@ and checked once per epoch, so the loop never waits on the device per step.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastccfs.errors import UserError
+from fastccfs.models import folded, memory_format
 from fastccfs.precision import autocast_dtype
 
 
@@ -59,14 +59,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     s = F.log_softmax(student_logits.float() / temperature, dim=1)
     t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
     return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature**2
-
-
-def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
-    """channels_last, except GroupNorm models on the CPU, where it is the slow path (measured:
-    ConvNet with instance norm, bf16, 2 cores: 190 img/s channels_last vs 350 contiguous)."""
-    if device.type == "cpu" and any(isinstance(m, nn.GroupNorm) for m in model.modules()):
-        return torch.contiguous_format
-    return torch.channels_last
 
 
 def _autocast(dtype: torch.dtype | None, device: torch.device):
@@ -227,31 +219,6 @@ def _unsharded(results: list[torch.Tensor], loader) -> list[torch.Tensor]:
         raise RuntimeError(f"sharded inference lost {(where < 0).sum()} of {len(order)} samples")
     take = torch.from_numpy(where).to(gathered[0].device)
     return [t[take] for t in gathered]
-
-
-def folded(model: nn.Module) -> nn.Module:
-    """An inference copy of MODEL (in eval mode) with every BatchNorm folded into the convolution before
-    it (torch.fx): the same logits to ~1e-6 and one memory pass fewer per layer — predict() vs the
-    reference's forward on the CPU machine (benchmarks/README.md): ConvNet-BN 1.01× → 1.34×, ResNet-18
-    1.02× → 1.11×. Only conv → BN
-    pairs fold (DenseNet's BN-ReLU-conv keeps its BNs). A model without BatchNorm, or one that
-    torch.fx cannot trace, is returned as it is."""
-    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-        return model
-    from torch.fx.experimental.optimization import fuse
-
-    try:
-        return fuse(model, inplace=False)
-    except Exception as e:  # tracing failures have many types (TraceError, TypeError, …); folding is optional
-        name = type(model).__name__
-        if name not in _UNFOLDED:
-            _UNFOLDED.add(name)
-            print(f"fastccfs: note: BatchNorm not folded into {name}'s convolutions ({type(e).__name__}); "
-                  "it infers unfused (same logits, slower)", file=sys.stderr)
-        return model
-
-
-_UNFOLDED: set = set()  # models whose folding failure was reported (once per process)
 
 
 @torch.no_grad()

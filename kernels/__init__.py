@@ -23,6 +23,6 @@ def warm_up() -> float:
     normalize(src, rows, ones, zeros, np.empty((1, 4, 4, 3), np.float32))
     labels = np.zeros(2, np.int64)
     for use_teacher in (False, True):  # the signatures selection.coarse_to_fine calls
-        tiers(labels, labels, labels, np.zeros(2, bool), 0, use_teacher)
+        tiers(labels, np.zeros(2, bool), labels, np.zeros(2, bool), use_teacher)
     topk_per_class(labels, np.zeros(2, np.int8), np.zeros(2), np.ones(1, np.int64))
     return time.perf_counter() - start

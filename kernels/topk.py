@@ -29,8 +29,8 @@ def _group_by_class(labels, num_classes):
 
 
 @njit(parallel=True, cache=True)
-def tiers(labels, pred, teacher_pred, selected, coarse, use_teacher):
-    """fastccfs.selection.tiers in one parallel pass. coarse: 0 misclassified, 1 classified, 2 all."""
+def tiers(labels, candidate, teacher_pred, selected, use_teacher):
+    """fastccfs.selection.tiers in one parallel pass; candidate: the coarse rule's mask."""
     n = labels.shape[0]
     out = np.empty(n, np.int8)
     for i in prange(n):
@@ -38,7 +38,7 @@ def tiers(labels, pred, teacher_pred, selected, coarse, use_teacher):
             out[i] = NEVER
         elif use_teacher and teacher_pred[i] != labels[i]:
             out[i] = 2
-        elif coarse == 2 or (coarse == 0) == (pred[i] != labels[i]):
+        elif candidate[i]:
             out[i] = 0
         else:
             out[i] = 1

@@ -107,13 +107,11 @@ def test_forgetting_counts_equal_one_process_given_the_same_predictions(tmp_path
 
 def _distill_shard(rank, teacher_path, out):
     from fastccfs.cda import DistillConfig, distill
-    from fastccfs.distributed import writes_by_rank0
 
     teacher = create_model("convnet_bn", 10)
     teacher.load_state_dict(torch.load(teacher_path))
-    with writes_by_rank0(out):
-        distill(teacher, [f"c{c}" for c in range(10)], 3, 32, (0.5,) * 3, (0.25,) * 3,
-                DistillConfig(iterations=3, batch_size=8, amp="off"), out, progress=False)
+    distill(teacher, [f"c{c}" for c in range(10)], 3, 32, (0.5,) * 3, (0.25,) * 3,
+            DistillConfig(iterations=3, batch_size=8, amp="off"), out, progress=False)
 
 
 def test_distillation_under_two_ranks_equals_one_process(tmp_path):

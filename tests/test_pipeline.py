@@ -124,13 +124,16 @@ def test_killed_run_resumes_to_the_same_selection(published_run, published_args,
 def test_finished_run_is_not_recomputed(published_run, published_args, cache, monkeypatch):
     """A finished run read again: no stage entered, no kernel compiled, no model run, no report rebuilt,
     no file rewritten but the log, which says so."""
+    import fastccfs.context
     import fastccfs.kernels
     import fastccfs.pipeline
     import fastccfs.report
+    import fastccfs.teacher
 
     work = []
-    for module, name in ((fastccfs.kernels, "warm_up"), (fastccfs.pipeline, "fit"), (fastccfs.pipeline, "predict"),
-                         (fastccfs.pipeline, "stage_teacher"), (fastccfs.report, "build_report")):
+    for module, name in ((fastccfs.kernels, "warm_up"), (fastccfs.context, "fit"), (fastccfs.teacher, "fit"),
+                         (fastccfs.teacher, "predict"), (fastccfs.pipeline, "stage_teacher"),
+                         (fastccfs.report, "build_report")):
         monkeypatch.setattr(module, name, lambda *a, _n=name, **k: work.append(_n))
     marks = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in published_run.rglob("*") if p.name != "run.log"}
     assert run(cache, published_run, *published_args) == 0

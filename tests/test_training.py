@@ -164,7 +164,8 @@ def test_logit_difficulty_negates_the_true_class_logit():
 
 @pytest.mark.parametrize("name", ["convnet_bn", "resnet18"])
 def test_predict_folds_batchnorm_without_changing_the_logits(demo_stores, name):
-    from fastccfs.trainer import folded, predict
+    from fastccfs.models import folded
+    from fastccfs.trainer import predict
 
     torch.manual_seed(0)
     model = create_model(name, 10, 32)
@@ -185,9 +186,10 @@ def test_predict_folds_batchnorm_without_changing_the_logits(demo_stores, name):
 
 
 def test_cpu_without_native_bf16_computes_in_fp32_without_measuring(monkeypatch):
+    import fastccfs.machine
     from fastccfs import precision
 
-    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f", "fma"})
+    monkeypatch.setattr(fastccfs.machine, "cpu_flags", lambda: {"avx2", "avx512f", "fma"})
     monkeypatch.setattr(precision, "measure", lambda *a, **k: pytest.fail("measured on a CPU without bf16"))
     model = create_model("convnet_bn", 10, 32)
     assert precision.autocast_dtype(torch.device("cpu"), "auto", model, (32, 3, 32, 32)) is None
@@ -201,11 +203,12 @@ def test_cpu_without_native_bf16_computes_in_fp32_without_measuring(monkeypatch)
 def test_cpu_with_native_bf16_uses_it_only_where_measured_faster(monkeypatch, tmp_path, fp32_s, bf16_s, expected):
     """The choice follows the measurement (≥ 1.1× → bf16), is measured once, and is kept on disk so a later
     process on the machine decides the same without measuring."""
+    import fastccfs.machine
     from fastccfs import precision
 
     monkeypatch.setenv("FASTCCFS_CACHE", str(tmp_path))
     monkeypatch.setattr(precision, "_decided", {})
-    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(fastccfs.machine, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     calls = []
     monkeypatch.setattr(precision, "measure", lambda *a, **k: calls.append(a) or {"fp32_s": fp32_s, "bf16_s": bf16_s})
     model, cpu = create_model("convnet", 10, 32), torch.device("cpu")

@@ -184,8 +184,9 @@ def test_a_converted_dataset_is_found_without_its_source(cifar_stores, cache, tm
 def test_bad_inputs_are_refused_before_the_teacher_trains(cache, tmp_path, capsys, monkeypatch, demo_stores):
     """Without --teacher a teacher would train first: each bad input must be found before it (no run
     directory, no training step, no convert)."""
-    import fastccfs.pipeline
+    import fastccfs.context
     import fastccfs.store
+    import fastccfs.teacher
     from fastccfs.models import create_model
 
     need(SCORES)
@@ -206,10 +207,44 @@ def test_bad_inputs_are_refused_before_the_teacher_trains(cache, tmp_path, capsy
         (["--teacher", wrong_teacher, "--score", "forgetting"], "does not fit"),
     ]
     work = []  # training or decoding that a refusal must not start
-    monkeypatch.setattr(fastccfs.pipeline, "fit", lambda *a, **k: work.append("fit"))
+    monkeypatch.setattr(fastccfs.context, "fit", lambda *a, **k: work.append("fit"))
+    monkeypatch.setattr(fastccfs.teacher, "fit", lambda *a, **k: work.append("fit"))
     monkeypatch.setattr(fastccfs.store, "_write_store", lambda *a, **k: work.append("decode"))
     for k, (args, message) in enumerate(cases):
         out = tmp_path / f"run{k}"
         assert run(cache, out, *args) == 2, args
         assert message in capsys.readouterr().err, args
         assert not out.exists() and not work, args
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seed", "-1"], "seed must be ≥ 0; got -1"),
+    (["--batch-size", "0"], "batch_size must be ≥ 1; got 0"),
+    (["--temperature", "-1"], "temperature must be > 0; got -1.0"),
+    (["--temperature", "0"], "temperature must be > 0; got 0.0"),
+    (["--momentum", "1.5"], "momentum must be [0, 1); got 1.5"),
+    (["--beta", "2"], "beta must be [0, 1]; got 2.0"),
+    (["--eval-from", "1.5"], "eval_from must be [0, 1]; got 1.5"),
+    (["--lr", "0"], "lr must be > 0; got 0.0"),
+    (["--teacher-batch-size", "-1"], "teacher_batch_size must be ≥ 1; got -1"),
+])
+def test_every_setting_has_a_range_checked_before_anything(args, message, cache, tmp_path, capsys, monkeypatch,
+                                                           demo_stores):
+    """One line naming the setting, its range and the value; exit 2; no run folder, no decoding."""
+    import fastccfs.pipeline
+
+    monkeypatch.setattr(fastccfs.pipeline, "convert", lambda *a, **k: pytest.fail("work started"))
+    out = tmp_path / "run"
+    assert run(cache, out, *args) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_every_setting_has_a_group_and_numbers_a_range():
+    from dataclasses import fields
+
+    from fastccfs.config import GROUPS, RANGES, RunConfig, field_info
+
+    grouped = [name for names in GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(f.name for f in fields(RunConfig)) and len(grouped) == len(set(grouped))
+    numeric = [f.name for f in fields(RunConfig) if str(f.type).split(" ")[0] in ("int", "float")]
+    assert set(numeric) == set(RANGES) and not any(field_info(n).get("choices") for n in RANGES)

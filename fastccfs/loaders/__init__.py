@@ -15,8 +15,9 @@ import os
 import numpy as np
 import torch
 
-from fastccfs.config import LOADER_BACKENDS as BACKENDS
+from fastccfs import registry
 from fastccfs.errors import UserError
+from fastccfs.loaders.backends import Backend, Loader  # noqa: F401  (the records and the protocol, re-exported)
 from fastccfs.store import Store, find_store
 
 
@@ -35,7 +36,7 @@ def synthetic_arrays(store: Store, indices=None, extra_images=None, extra_labels
     indices None → the whole split (kept memory-mapped; loaders copy what they need).
     extra_images: uint8 (or float in [0, 1]) N×H×W×3 or N×3×H×W, the store's image size.
     """
-    from fastccfs.datasets import _as_nhwc_uint8
+    from fastccfs.datasets import as_nhwc_uint8
 
     if indices is None:
         images, labels, ids = store.images, store.labels, np.arange(len(store), dtype=np.int64)
@@ -48,7 +49,7 @@ def synthetic_arrays(store: Store, indices=None, extra_images=None, extra_labels
         images, labels = store.images[ids], store.labels[ids]
     if extra_images is None:
         return images, labels, ids
-    extra = _as_nhwc_uint8(np.asarray(torch.as_tensor(extra_images).detach().cpu()), "extra_images")
+    extra = as_nhwc_uint8(np.asarray(torch.as_tensor(extra_images).detach().cpu()), "extra_images")
     extra_labels = np.asarray(torch.as_tensor(extra_labels).cpu(), dtype=np.int64).reshape(-1)
     if extra.shape[1:] != store.images.shape[1:]:
         raise UserError(f"extra images are {extra.shape[1:3]} but {store.path} holds {store.images.shape[1:3]} images")
@@ -60,14 +61,20 @@ def synthetic_arrays(store: Store, indices=None, extra_images=None, extra_labels
             np.concatenate([ids, distilled_id(np.arange(len(extra), dtype=np.int64))]))
 
 
+def store_ids(store: Store, indices=None) -> np.ndarray:
+    """The store indices a store-only backend serves: INDICES checked, or the whole split."""
+    return np.arange(len(store), dtype=np.int64) if indices is None else synthetic_arrays(store, indices)[2]
+
+
 def make_loader(source: str | os.PathLike | Store, split: str = "train", backend: str = "tensor",
                 batch_size: int = 256, augment: bool = True, device=None, indices=None, seed: int | None = None,
                 extra_images=None, extra_labels=None, cache=None, with_indices: bool = True, **options):
     """A loader over a store (a Store, its folder, or a converted dataset's name in the cache).
 
-    backend: tensor (the split resident on the device), torch (torchvision + DataLoader), ffcv (the
-    store's .beton) or dali (the store's per-sample files); ffcv and dali need `fastccfs convert NAME
-    --to ffcv|dali` first, and serve store images only (indices, no extra images).
+    backend: a registered backend (fastccfs.loaders.backends): tensor (the split resident on the device),
+    torch (torchvision + DataLoader), ffcv (the store's .beton) or dali (the store's per-sample files);
+    ffcv and dali need `fastccfs convert NAME --to ffcv|dali` first, and serve store images only
+    (indices, no extra images).
     indices / extra_images / extra_labels make it serve a synthetic set (see synthetic_arrays).
     augment: True/"rrc" RandomResizedCrop + flip (CCFS's filters and evaluation), "crop_pad" RandomCrop
     with 4-pixel zero padding + flip (the teachers' recipe; tensor and torch backends), False the
@@ -78,13 +85,12 @@ def make_loader(source: str | os.PathLike | Store, split: str = "train", backend
     options go to the backend: shuffle, drop_last, dtype, rank, world_size, scale, ratio, flip; for the
     torch backend num_workers, persistent_workers; ffcv num_workers; dali num_threads.
     """
-    if backend not in BACKENDS:
-        raise UserError(f"unknown loader backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    chosen = registry.get("backend", backend)
     if seed is None:  # an evaluation loader has no randomness: leave the global generator untouched
         random = augment or options.get("shuffle")
         seed = int(torch.randint(0, 2**31 - 1, (), dtype=torch.int64)) if random else 0
-    loader = _make(source, split, backend, batch_size, augment, device, indices, seed, extra_images, extra_labels,
-                   cache, **options)
+    loader = _make(source, split, backend, chosen, batch_size, augment, device, indices, seed, extra_images,
+                   extra_labels, cache, **options)
     return loader if with_indices else WithoutIndices(loader)
 
 
@@ -105,38 +111,22 @@ class WithoutIndices:
         return getattr(self.loader, name)
 
 
-def _make(source, split, backend, batch_size, augment, device, indices, seed, extra_images, extra_labels, cache,
-          **options):
+def _make(source, split, name, backend: Backend, batch_size, augment, device, indices, seed, extra_images,
+          extra_labels, cache, **options):
+    from fastccfs.augment import augment_mode
+
     store = source if isinstance(source, Store) else find_store(source, split, cache)
     device = device or default_device()
-    if backend in ("ffcv", "dali"):
-        from fastccfs.augment import augment_mode
-        from fastccfs.formats import open_form
-
-        mode = augment_mode(augment)
-        if mode == "crop_pad":
-            raise UserError(f"the {backend} backend augments with RandomResizedCrop only: augment='crop_pad' (the "
-                            "teachers' RandomCrop with padding) needs the tensor or torch backend")
+    mode = augment_mode(augment)
+    if mode is not None and mode not in backend.augmentations:
+        names = {"rrc": "RandomResizedCrop", "crop_pad": "RandomCrop with padding"}
+        raise UserError(f"the {name} backend augments with {' or '.join(names.get(m, m) for m in backend.augmentations)} "
+                        f"only: augment={augment!r} needs the tensor or torch backend")
+    if not backend.serves_extra and extra_images is not None and len(extra_images):
+        raise UserError(f"the {name} backend serves store images only: a set with extra (distilled) images "
+                        "needs the tensor or torch backend")
+    if not backend.serves_extra:  # store-only backends take augment as on/off (their crop is the one they have)
         augment = mode is not None
-
-        if extra_images is not None and len(extra_images):
-            raise UserError(f"the {backend} backend serves store images only: a set with extra (distilled) images "
-                            "needs the tensor or torch backend")
-        ids = np.arange(len(store), dtype=np.int64) if indices is None else synthetic_arrays(store, indices)[2]
-        path, meta = open_form(store, backend)
-        if backend == "ffcv":
-            from fastccfs.loaders.ffcv_backend import FFCVLoader
-
-            return FFCVLoader(path, ids, store.image_size, store.mean, store.std, batch_size=batch_size,
-                              augment=augment, device=device, seed=seed, **options)
-        from fastccfs.loaders.dali_backend import DALILoader
-
-        return DALILoader(path, meta["source"]["pages"], ids, store.labels, store.images.shape[1:], store.mean,
-                          store.std, batch_size=batch_size, augment=augment, device=device, seed=seed, **options)
-    images, labels, ids = synthetic_arrays(store, indices, extra_images, extra_labels)
-    if backend == "tensor":
-        from fastccfs.loaders.tensor import TensorLoader as cls
-    else:
-        from fastccfs.loaders.torch_dataloader import TorchLoader as cls
-    return cls(images, labels, ids, store.mean, store.std, batch_size=batch_size, augment=augment,
-               device=device, seed=seed, **options)
+        extra_images = extra_labels = None
+    return backend.make(store, indices, extra_images, extra_labels, batch_size=batch_size, augment=augment,
+                        device=device, seed=seed, **options)

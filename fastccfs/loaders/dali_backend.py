@@ -45,6 +45,49 @@ def write_files(store, folder: Path, pages: str, jpeg_quality: int, workers: int
     return np.asarray(sizes, np.int64)
 
 
+def write_form(store, path, source: dict, pages: str, jpeg_quality: int, workers: int, progress: bool) -> None:
+    """One file per sample in the folder PATH, their sizes and the record (index.json) inside it."""
+    from fastccfs.atomic import atomic_path, write_json
+
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        sizes = write_files(store, tmp, pages, jpeg_quality, workers, progress)
+        np.save(tmp / "sizes.npy", sizes)
+        write_json(tmp / "index.json", {"source": source, "count": len(store), "shape": list(store.images.shape[1:])})
+
+
+def record(path) -> dict | None:
+    import json
+
+    try:
+        return json.loads((path / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def damage(path, record: dict) -> str | None:
+    """Every sample file there with the size it was written with (one stat each; threads hide the file
+    system's latency)."""
+    sizes = np.load(path / "sizes.npy")
+    pages = record["source"]["pages"]
+    with ThreadPoolExecutor(8) as pool:
+        found = np.fromiter(pool.map(_size, (sample_file(path, i, pages) for i in range(len(sizes)))), np.int64,
+                            count=len(sizes))
+    bad = np.flatnonzero(found != sizes)
+    if not len(bad):
+        return None
+    first = sample_file(path, int(bad[0]), pages)
+    what = "missing" if found[bad[0]] < 0 else f"{found[bad[0]]} of {sizes[bad[0]]} bytes"
+    return f"{len(bad)} sample file(s) of {path} are missing or truncated ({first}: {what})"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
 class DALILoader:
     """Iterate → (x, y, idx), like TensorLoader; `ids` are the store indices to serve (a subset or all).
 

@@ -41,6 +41,30 @@ def write_beton(store, path, pages: str, jpeg_quality: int, workers: int, progre
         writer.from_indexed_dataset(Samples())
 
 
+def write_form(store, path, source: dict, pages: str, jpeg_quality: int, workers: int, progress: bool) -> None:
+    """The .beton at PATH, then its record beside it (.json): a .beton without one counts as absent."""
+    from fastccfs.atomic import atomic_path, write_json
+
+    with atomic_path(path) as tmp:
+        write_beton(store, tmp, pages, jpeg_quality, workers, progress)
+        size = tmp.stat().st_size
+    write_json(path.with_suffix(".json"), {"source": source, "bytes": size, "count": len(store)})
+
+
+def record(path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def damage(path, record: dict) -> str | None:
+    size = path.stat().st_size
+    return None if size == record["bytes"] else f"{path} is truncated or damaged ({size} of {record['bytes']} bytes)"
+
+
 class FFCVLoader:
     """Iterate → (x, y, idx), like TensorLoader; `ids` are the store indices to serve (a subset or all).
 
