@@ -66,25 +66,25 @@ def flops_per_image(model: torch.nn.Module, image_size: int, train: bool, teache
     return counter.get_total_flops() / 2
 
 
-def bench_curriculum(dataset: str, ipc: int, model: str | None = None, phase: int = 1, epochs: int | None = None,
+def bench_curriculum(dataset: str, ipc: int, *, model: str | None = None, phase: int = 1, epochs: int | None = None,
                      measure_epochs: int | None = None, teacher_path=None, teacher_model: str | None = None,
                      teacher_epochs: int | None = None, save_teacher=None, scores_path=None, root=".", cache=None,
                      seed: int = 0, device=None, amp: str = "auto", progress: bool = True) -> dict:
+    """One CCFS phase at the preset's settings, by fastccfs and by benchmarks/reference_phase.py, side by
+    side: per-stage seconds and ratios, FLOPs and the share of the CPU's peak (`fastccfs bench curriculum`)."""
     from fastccfs import distributed, kernels, selection
     from fastccfs.config import resolve_run_config
 
     if distributed.launched():
         raise UserError("bench curriculum compares one process with the reference's way: run it without torchrun "
                         "(under torchrun, `bench run … --out DIR` times the whole pipeline on N processes)")
-    from fastccfs.models import create_model, load_checkpoint, save_checkpoint
     from fastccfs.context import Context
     from fastccfs.curriculum import curriculum_phase
     from fastccfs.distributed import resolve_device
-    from fastccfs.teacher import train_teacher
-    from fastccfs.scores import load_scores
+    from fastccfs.models import create_model
     from fastccfs.store import convert
     from fastccfs.synthetic import SyntheticSet
-    from fastccfs.trainer import accuracy, batch_size_for, predict
+    from fastccfs.trainer import batch_size_for, predict
 
     settings = {"seed": seed, "amp": amp, "filter_test": False}
     for name, value in (("model", model), ("teacher_model", teacher_model), ("teacher_epochs", teacher_epochs)):
@@ -118,6 +118,44 @@ def bench_curriculum(dataset: str, ipc: int, model: str | None = None, phase: in
     cfg.batch_size, cfg.epochs = batch, measured
     ctx = Context(cfg, None, train, test, device, progress)
 
+    teacher, teacher_pred, scores, teacher_info = _bench_teacher(ctx, dataset, ipc, teacher_path, save_teacher,
+                                                                 scores_path)
+    kernels.warm_up()  # numba's one-time start-up is per process, not per phase
+    k = budgets[phase - 1]
+    current = SyntheticSet(np.zeros((0, *train.images.shape[1:]), np.uint8), np.zeros(0, np.int64), start)
+    fast = curriculum_phase(ctx, phase, current, k, teacher, teacher_pred, scores)
+    # the same filter over the whole split (--inference all), and its picks: the same as predicting only
+    # what the fine stage reaches
+    t = time.perf_counter()
+    logits = predict(fast.filter, ctx.eval_loader(train), device, amp)[0]
+    all_inference_s, t = time.perf_counter() - t, time.perf_counter()
+    selected = np.zeros(len(train), bool)
+    selected[start] = True
+    picks_all = selection.coarse_to_fine(logits.argmax(1), train.labels, scores, selected, k, teacher_pred=teacher_pred,
+                                         coarse=cfg.coarse, fine=cfg.fine, seed=ctx.seed("fine", phase),
+                                         num_classes=train.num_classes, semantics=cfg.semantics).indices
+    all_selection_s = time.perf_counter() - t
+
+    torch.manual_seed(ctx.seed("filter", phase))
+    ref_filter = create_model(cfg.model, train.num_classes, train.image_size[0])
+    images_og = reference.normalised_tensor(train)  # the reference builds this once at start-up (setup)
+    _, ref = reference.phase(ref_filter, teacher, train, images_og, start, np.flatnonzero(teacher_pred == train.labels)
+                             .tolist(), scores, k, measured, cfg.lr, batch, seed, device, cfg.weight_decay)
+
+    return _bench_result(ctx, fast, ref, teacher, teacher_info, start, k, epochs, measured, all_inference_s,
+                         all_selection_s, picks_all, dataset, ipc, phase)
+
+
+def _bench_teacher(ctx, dataset, ipc, teacher_path, save_teacher, scores_path):
+    """The benchmark's teacher (loaded, or trained here by the teacher recipe), its train predictions, the
+    scores and what the JSON says of it. Setup: not part of the timed phase."""
+    from fastccfs.config import resolve_run_config
+    from fastccfs.models import create_model, load_checkpoint, save_checkpoint
+    from fastccfs.scores import load_scores
+    from fastccfs.teacher import train_teacher
+    from fastccfs.trainer import accuracy, predict
+
+    cfg, train, test, device, amp = ctx.cfg, ctx.train, ctx.test, ctx.device, ctx.cfg.amp
     t = time.perf_counter()
     if teacher_path:
         teacher = load_checkpoint(create_model(cfg.teacher_model, train.num_classes, train.image_size[0]), teacher_path)
@@ -152,28 +190,14 @@ def bench_curriculum(dataset: str, ipc: int, model: str | None = None, phase: in
     if cfg.teacher_model != resolve_run_config(dataset, ipc, None, {}, quiet=True).teacher_model:
         teacher_info["stands_in_for"] = resolve_run_config(dataset, ipc, None, {}, quiet=True).teacher_model
 
-    kernels.warm_up()  # numba's one-time start-up is per process, not per phase
-    k = budgets[phase - 1]
-    current = SyntheticSet(np.zeros((0, *train.images.shape[1:]), np.uint8), np.zeros(0, np.int64), start)
-    fast = curriculum_phase(ctx, phase, current, k, teacher, teacher_pred, scores)
-    # the same filter over the whole split (--inference all), and its picks: the same as predicting only
-    # what the fine stage reaches
-    t = time.perf_counter()
-    logits = predict(fast.filter, ctx.eval_loader(train), device, amp)[0]
-    all_inference_s, t = time.perf_counter() - t, time.perf_counter()
-    selected = np.zeros(len(train), bool)
-    selected[start] = True
-    picks_all = selection.coarse_to_fine(logits.argmax(1), train.labels, scores, selected, k, teacher_pred=teacher_pred,
-                                         coarse=cfg.coarse, fine=cfg.fine, seed=ctx.seed("fine", phase),
-                                         num_classes=train.num_classes, semantics=cfg.semantics).indices
-    all_selection_s = time.perf_counter() - t
+    return teacher, teacher_pred, scores, teacher_info
 
-    torch.manual_seed(ctx.seed("filter", phase))
-    ref_filter = create_model(cfg.model, train.num_classes, train.image_size[0])
-    images_og = reference.normalised_tensor(train)  # the reference builds this once at start-up (setup)
-    _, ref = reference.phase(ref_filter, teacher, train, images_og, start, np.flatnonzero(teacher_pred == train.labels)
-                             .tolist(), scores, k, measured, cfg.lr, batch, seed, device, cfg.weight_decay)
 
+def _bench_result(ctx, fast, ref, teacher, teacher_info, start, k, epochs, measured, all_inference_s, all_selection_s,
+                  picks_all, dataset, ipc, phase) -> dict:
+    """The benchmark's JSON: both sides' seconds per stage (training scaled to the preset's epochs), ratios,
+    the inference modes, FLOPs and the share of the peak."""
+    cfg, train, device, batch = ctx.cfg, ctx.train, ctx.device, ctx.cfg.batch_size
     scale = epochs / measured
     f_sec, r_sec = dict(fast.record["seconds"]), dict(ref["seconds"])
     f_sec["train"] *= scale
@@ -210,6 +234,8 @@ def bench_curriculum(dataset: str, ipc: int, model: str | None = None, phase: in
         result["flops"]["share_of_peak"] = {"fast_train": rates["fast_train"] / fast_peak,
                                             "reference_train": rates["reference_train"] / peak["fp32_gflops"]}
     return result
+
+
 
 
 def format_table(result: dict) -> str:

@@ -94,9 +94,12 @@ def _bench(args) -> None:
     from fastccfs.atomic import write_json
     from fastccfs.bench import bench_curriculum, format_table
 
-    result = bench_curriculum(args.dataset, args.ipc, args.model, args.phase, args.epochs, args.measure_epochs,
-                              args.teacher, args.teacher_model, args.teacher_epochs, args.save_teacher, args.scores,
-                              args.root, args.cache, args.seed, args.device, args.amp, progress=not args.quiet)
+    result = bench_curriculum(args.dataset, args.ipc, model=args.model, phase=args.phase, epochs=args.epochs,
+                              measure_epochs=args.measure_epochs, teacher_path=args.teacher,
+                              teacher_model=args.teacher_model, teacher_epochs=args.teacher_epochs,
+                              save_teacher=args.save_teacher, scores_path=args.scores, root=args.root,
+                              cache=args.cache, seed=args.seed, device=args.device, amp=args.amp,
+                              progress=not args.quiet)
     print(format_table(result))
     if args.json:
         write_json(args.json, result)

@@ -22,8 +22,8 @@ from fastccfs.trainer import Recipe, accuracy, batch_size_for, fit
 # Named random streams: a stage's seed is seed·1000 + its stream's base (+ the phase or evaluation run),
 # so resuming at any stage reproduces it and a reader sees which randomness is which.
 SEED_STREAMS = {"teacher": 0, "init": 1, "filter": 10, "fine": 20, "eval": 100}
-# Inference batch: large on GPUs; 128 on CPUs, where it measured fastest (ResNet-18 fp32: 225 img/s at
-# 128, 196 at 1024; ConvNet-BN: 1,666 vs 1,322).
+# Inference batch: large on GPUs; 128 on CPUs, where it measured fastest (benchmarks/README.md, "Choices in
+# the code").
 EVAL_BATCH = {"cuda": 1024, "cpu": 128}
 
 

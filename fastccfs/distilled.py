@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastccfs.datasets import IMAGE_EXTENSIONS, as_nhwc_uint8, decode
+from fastccfs.images import IMAGE_EXTENSIONS, as_nhwc_uint8, decode
 from fastccfs.errors import UserError
 
 _CDA_FOLDER = re.compile(r"^new(\d+)$")

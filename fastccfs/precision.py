@@ -1,9 +1,8 @@
 """Which dtype a model computes in under `amp: auto`: bf16 autocast or fp32.
 
 CUDA: bf16 where the card runs it natively (Ampere on). CPU: decided by the CPU's features and a
-measurement, never by a blanket rule — CPUs differ: on this project's AMD EPYC (avx512_bf16) bf16
-autocast trains ConvNet-BN 1.7×, the instance-norm ConvNet 1.6× and ResNet-18 1.8× faster than fp32,
-while on an Intel Xeon of the same project it was slower for every model (benchmarks/README.md).
+measurement, never by a blanket rule — CPUs differ: bf16 was faster for every model on one of this
+project's CPU machines and slower for every model on another (benchmarks/README.md, "Choices in the code").
   - a CPU without native bf16 arithmetic (x86 avx512_bf16 / amx_bf16, Arm bf16) computes in fp32:
     bf16 would be emulated, which is slower;
   - otherwise a few steps of this very model, batch shape and step kind (a training step, or

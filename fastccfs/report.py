@@ -161,7 +161,23 @@ def _store_for(cfg: dict, cache):
 
 def build_report(run_dir: str | os.PathLike, store=None, cache=None) -> Path:
     """Write RUN_DIR/report.html and its PNG figures; returns the page's path."""
-    run_dir = Path(run_dir)
+    run = gather(Path(run_dir), store, cache)
+    sections, missing = report_sections(run)
+    for name, (caption, png) in report_figures(run).items():
+        write_bytes(run["dir"] / name, png)
+        sections.append(f"<figure>{_img_tag(png, caption)}<figcaption>{html.escape(caption)} "
+                        f"({name})</figcaption></figure>")
+    if missing:
+        sections.append("<h2>Missing</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
+    data = {"config": run["cfg"], "teacher": run["teacher"], "phases": run["phases"], "eval": run["evaluation"],
+            "timings": run["timings"], "missing": missing}
+    path = run["dir"] / "report.html"
+    write_text(path, _page(run["title"], sections, data))
+    return path
+
+
+def gather(run_dir: Path, store=None, cache=None) -> dict:
+    """What a run directory holds, read once: settings, records, each phase's picks, the starting set."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
     if cfg is None:
         from fastccfs.errors import UserError
@@ -171,29 +187,40 @@ def build_report(run_dir: str | os.PathLike, store=None, cache=None) -> Path:
     if phases is None:  # the curriculum did not finish: show the phases that did
         phases = [p for j in range(1, cfg.get("phases", 0) + 1)
                   if (p := _read_json(run_dir / f"phase_{j}.json")) is not None] or None
-    evaluation = _read_json(run_dir / "eval.json")
-    teacher = _read_json(run_dir / "teacher.json")
-    store = store if store is not None else _store_for(cfg, cache)
+    picks = {}  # phase → (indices, difficulty) of the phases whose files hold difficulties
+    for p in phases or []:
+        npz = run_dir / f"phase_{p['phase']}.npz"
+        if npz.is_file():
+            with np.load(npz) as data:
+                if "difficulty" in data:
+                    picks[p["phase"]] = (data["indices"], data["difficulty"])
+    start = None
+    if (run_dir / "start.npz").is_file():
+        with np.load(run_dir / "start.npz") as data:
+            start = {key: data[key] for key in data.files}
+    return {"dir": run_dir, "cfg": cfg, "phases": phases, "picks": picks, "start": start,
+            "evaluation": _read_json(run_dir / "eval.json"), "teacher": _read_json(run_dir / "teacher.json"),
+            "timings": _read_json(run_dir / "timings.json"),
+            "store": store if store is not None else _store_for(cfg, cache),
+            "title": f"CCFS run — {cfg['dataset']}, IPC {cfg['ipc']}, {cfg['method']}"}
 
-    sections, missing, figures = [], [], {}
-    title = f"CCFS run — {cfg['dataset']}, IPC {cfg['ipc']}, {cfg['method']}"
-    sections.append(f"<h1>{html.escape(title)}</h1><p>{html.escape(str(run_dir.resolve()))}</p>")
 
+def report_sections(run: dict) -> tuple[list[str], list[str]]:
+    """The page's HTML sections (settings, wall-clock, teacher, phases, evaluation), and what is missing."""
+    cfg, phases, teacher, evaluation, timings = run["cfg"], run["phases"], run["teacher"], run["evaluation"], run["timings"]
+    sections, missing = [f"<h1>{html.escape(run['title'])}</h1><p>{html.escape(str(run['dir'].resolve()))}</p>"], []
     sections.append("<h2>Settings</h2>" + _table(["setting", "value"], [[k, _readable(v)] for k, v in cfg.items()]))
-    timings = _read_json(run_dir / "timings.json")
     if timings and timings.get("stages"):
         stages = timings["stages"]
         sections.append(f"<h2>Wall-clock</h2><p>Total {_duration(sum(stages.values()))} over the stages below "
                         "(a resumed run keeps the times of the stages it did not redo).</p>"
                         + _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in stages.items()]))
-        figures["fig_timings.png"] = ("Wall-clock per stage", figure_timings(stages))
     if teacher:
         sections.append("<h2>Teacher</h2>" + _table(
             ["train accuracy (%)", "test accuracy (%)", "checkpoint"],
             [[_pct(teacher["train_acc"]), _pct(teacher["test_acc"]), teacher["checkpoint"]]]))
     else:
         missing.append("teacher.json: the teacher stage has not finished")
-
     if phases:
         rows = []
         for p in phases:
@@ -207,46 +234,16 @@ def build_report(run_dir: str | os.PathLike, store=None, cache=None) -> Path:
             ["phase", "set size", "k per class", "selected", "filled", "filter train acc (%)", "filter test acc (%)",
              "images inferred", "misclassified (of those)", "train s", "inference s", "selection ms",
              "train images/s"], rows))
-        if any("filter_train_acc" in p or "filter_test_acc" in p for p in phases):
-            figures["fig_filter_accuracy.png"] = ("Filter accuracy per phase", figure_filter_accuracy(phases))
-        per_phase = {}
-        for p in phases:
-            npz = run_dir / f"phase_{p['phase']}.npz"
-            if npz.is_file():
-                with np.load(npz) as data:
-                    if "difficulty" in data:
-                        per_phase[p["phase"]] = data["difficulty"]
-        if per_phase:
-            figures["fig_difficulty.png"] = ("Difficulty of the chosen samples",
-                                             figure_difficulty(per_phase, cfg.get("score", "")))
-        if store is not None:
-            for p in phases:
-                with np.load(run_dir / f"phase_{p['phase']}.npz") as data:
-                    if "difficulty" not in data or not len(data["indices"]):
-                        continue
-                    picks = _median_picks(data["indices"], data["difficulty"], store.labels)
-                figures[f"fig_phase_{p['phase']}_samples.png"] = (
-                    f"Phase {p['phase']}: chosen samples of median difficulty per class",
-                    figure_grid(np.asarray(store.images[picks]), store.labels[picks], store.classes,
-                                f"phase {p['phase']}: samples of median difficulty among those chosen"))
-        else:
+        if run["store"] is None:
             missing.append("image grids of the chosen samples: the dataset's store was not found "
                            "(run `fastccfs convert` or pass --cache)")
     else:
         missing.append("phases.json: no curriculum phase has finished" if cfg["method"] == "ccfs"
                        else f"no curriculum phases: method {cfg['method']} selects in one step")
-
-    start = run_dir / "start.npz"
-    if start.is_file():
-        with np.load(start) as data:
-            if len(data["distilled_labels"]):
-                names = store.classes if store is not None else [str(c) for c in range(int(data["distilled_labels"].max()) + 1)]
-                figures["fig_distilled.png"] = ("The distilled part", figure_grid(
-                    data["distilled_images"], data["distilled_labels"], names, "distilled images"))
-            else:
-                sections.append(f"<p>No distilled part: the run started from "
-                                f"{len(data['real_indices'])} real images (init {html.escape(cfg.get('init', ''))}).</p>")
-
+    start = run["start"]
+    if start is not None and not len(start["distilled_labels"]):
+        sections.append(f"<p>No distilled part: the run started from "
+                        f"{len(start['real_indices'])} real images (init {html.escape(cfg.get('init', ''))}).</p>")
     if evaluation:
         rows = [[name, f"{_pct(r['final_epoch_acc']['mean'])} ± {_pct(r['final_epoch_acc']['std'])}",
                  f"{_pct(r['max_last_20pct_acc']['mean'])} ± {_pct(r['max_last_20pct_acc']['std'])}", r["runs"]]
@@ -256,18 +253,34 @@ def build_report(run_dir: str | os.PathLike, store=None, cache=None) -> Path:
                             ["model", "final-epoch accuracy", "max over last 20 % of epochs", "runs"], rows))
     else:
         missing.append("eval.json: the evaluation has not finished (or --num-eval 0)")
+    return sections, missing
 
-    for name, (caption, png) in figures.items():
-        write_bytes(run_dir / name, png)
-        sections.append(f"<figure>{_img_tag(png, caption)}<figcaption>{html.escape(caption)} "
-                        f"({name})</figcaption></figure>")
-    if missing:
-        sections.append("<h2>Missing</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
-    data = {"config": cfg, "teacher": teacher, "phases": phases, "eval": evaluation, "timings": timings,
-            "missing": missing}
-    path = run_dir / "report.html"
-    write_text(path, _page(title, sections, data))
-    return path
+
+def report_figures(run: dict) -> dict[str, tuple[str, bytes]]:
+    """The run's figures as PNGs: file name → (caption, png)."""
+    cfg, phases, store, timings, start = run["cfg"], run["phases"], run["store"], run["timings"], run["start"]
+    figures = {}
+    if timings and timings.get("stages"):
+        figures["fig_timings.png"] = ("Wall-clock per stage", figure_timings(timings["stages"]))
+    if phases and any("filter_train_acc" in p or "filter_test_acc" in p for p in phases):
+        figures["fig_filter_accuracy.png"] = ("Filter accuracy per phase", figure_filter_accuracy(phases))
+    if run["picks"]:
+        figures["fig_difficulty.png"] = ("Difficulty of the chosen samples", figure_difficulty(
+            {j: difficulty for j, (_, difficulty) in run["picks"].items()}, cfg.get("score", "")))
+    if store is not None:
+        for j, (indices, difficulty) in run["picks"].items():
+            if not len(indices):
+                continue
+            chosen = _median_picks(indices, difficulty, store.labels)
+            figures[f"fig_phase_{j}_samples.png"] = (
+                f"Phase {j}: chosen samples of median difficulty per class",
+                figure_grid(np.asarray(store.images[chosen]), store.labels[chosen], store.classes,
+                            f"phase {j}: samples of median difficulty among those chosen"))
+    if start is not None and len(start["distilled_labels"]):
+        names = store.classes if store is not None else [str(c) for c in range(int(start["distilled_labels"].max()) + 1)]
+        figures["fig_distilled.png"] = ("The distilled part", figure_grid(
+            start["distilled_images"], start["distilled_labels"], names, "distilled images"))
+    return figures
 
 
 def _page(title: str, sections: list[str], data: dict) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 from fastccfs import datasets
 from fastccfs.atomic import PidLock, remove_stale_temps
 from fastccfs.errors import UserError
+from fastccfs.images import decode, read_bytes
 
 FORMAT_VERSION = 2
 SPLITS = ("train", "test")
@@ -315,7 +316,7 @@ def _write_images(path, part, shape, size, workers, desc, progress) -> np.ndarra
 
     if shape is None:  # the first image fixes H×W for the dataset (unless --size resizes all)
         zf = zipfile.ZipFile(part.archive) if part.archive else None
-        shape = datasets.decode(datasets.read_bytes(part.files[0], zf), _where(part.archive, part.files[0]), size).shape
+        shape = decode(read_bytes(part.files[0], zf), _where(part.archive, part.files[0]), size).shape
     _check_space(path, (len(part), *shape), desc)
     images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(part), *shape))
     n = len(part.files)
@@ -370,7 +371,7 @@ def _decode_into(images, start, files, archive, size, shape, report=None) -> int
     zf = zipfile.ZipFile(archive) if archive else None
     for k, file in enumerate(files):
         where = _where(archive, file)
-        img = datasets.decode(datasets.read_bytes(file, zf), where, size)
+        img = decode(read_bytes(file, zf), where, size)
         if img.shape != tuple(shape):
             raise UserError(
                 f"{where} is {img.shape[1]}×{img.shape[0]} but the dataset's images are {shape[1]}×{shape[0]}: "

@@ -87,7 +87,7 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
     device = torch.device(device)
     fmt = memory_format(model, device)
     model.to(device, memory_format=fmt).train()
-    if teacher is not None:  # it only infers: BatchNorm folded (ConvNet-BN KD step 1.07× on the CPU machine)
+    if teacher is not None:  # it only infers: BatchNorm folded (measured: benchmarks/README.md, "Choices in the code")
         teacher_fmt = memory_format(teacher, device)
         teacher = folded(teacher.to(device, memory_format=teacher_fmt).eval()).to(memory_format=teacher_fmt)
     step_model = model

@@ -64,7 +64,8 @@ def test_the_fine_and_coarse_rules_registered_outside_decide_the_picks(clean_reg
 
 
 def test_a_dataset_registered_outside_converts_and_loads(tmp_path, demo_stores, clean_registry):
-    from fastccfs.datasets import Dataset, RawDataset, RawSplit, Source
+    from fastccfs.datasets import Dataset
+    from fastccfs.readers import RawDataset, RawSplit, Source
     from fastccfs.store import convert
 
     train, test = demo_stores["train"], demo_stores["test"]
@@ -95,3 +96,40 @@ def test_a_taken_name_is_refused():
         fastccfs.register("model", "resnet18", lambda num_classes, image_size: None)
     with pytest.raises(UserError, match="unknown kind 'loss'"):
         fastccfs.register("loss", "mine", object())
+
+
+def test_the_package_has_no_import_circle_and_no_oversized_module():
+    """Every import inside fastccfs/ (those inside functions too) points one way; no module over 450 lines."""
+    import ast
+    from pathlib import Path
+
+    root = Path(fastccfs.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(("fastccfs", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+        modules[name] = path
+        assert len(path.read_text().splitlines()) <= 450, path
+    edges = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [f"{node.module}.{a.name}" for a in node.names] + [node.module] if isinstance(node, ast.ImportFrom) and \
+                node.module else []
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target not in (name, "fastccfs"):
+                    edges[name].add(target)
+    state = {}
+
+    def visit(name, path):
+        state[name] = "open"
+        for dep in edges[name]:
+            assert state.get(dep) != "open", f"import circle: {' → '.join([*path, dep])}"
+            if dep not in state:
+                visit(dep, [*path, dep])
+        state[name] = "done"
+
+    for name in modules:
+        if name not in state:
+            visit(name, [name])

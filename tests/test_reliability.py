@@ -97,7 +97,7 @@ def test_a_damaged_store_is_rebuilt_from_its_source_or_named(tmp_path, capsys):
 
 def test_small_refusals(tmp_path, capsys):
     from fastccfs.config import resolve_run_config
-    from fastccfs.datasets import decode
+    from fastccfs.images import decode
 
     for args, message in ((["convert", "demo", "--size", "0"], "--size must be a positive"),
                           (["convert", "demo", "--workers", "-1"], "--workers must be at least 1")):

@@ -66,14 +66,14 @@ class Backend:
 
 
 def _tensor(store, indices, extra_images, extra_labels, **kw):
-    from fastccfs.loaders import synthetic_arrays
+    from fastccfs.loaders.sets import synthetic_arrays
     from fastccfs.loaders.tensor import TensorLoader
 
     return TensorLoader(*synthetic_arrays(store, indices, extra_images, extra_labels), store.mean, store.std, **kw)
 
 
 def _torch(store, indices, extra_images, extra_labels, **kw):
-    from fastccfs.loaders import synthetic_arrays
+    from fastccfs.loaders.sets import synthetic_arrays
     from fastccfs.loaders.torch_dataloader import TorchLoader
 
     return TorchLoader(*synthetic_arrays(store, indices, extra_images, extra_labels), store.mean, store.std, **kw)
@@ -81,7 +81,7 @@ def _torch(store, indices, extra_images, extra_labels, **kw):
 
 def _ffcv(store, indices, extra_images, extra_labels, **kw):
     from fastccfs.formats import open_form
-    from fastccfs.loaders import store_ids
+    from fastccfs.loaders.sets import store_ids
     from fastccfs.loaders.ffcv_backend import FFCVLoader
 
     path, _ = open_form(store, "ffcv")
@@ -90,7 +90,7 @@ def _ffcv(store, indices, extra_images, extra_labels, **kw):
 
 def _dali(store, indices, extra_images, extra_labels, **kw):
     from fastccfs.formats import open_form
-    from fastccfs.loaders import store_ids
+    from fastccfs.loaders.sets import store_ids
     from fastccfs.loaders.dali_backend import DALILoader
 
     path, record = open_form(store, "dali")
