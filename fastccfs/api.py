@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fastccfs.errors import UserError
+from fastccfs.rundir import Layout
 
 
 @dataclass
@@ -26,28 +27,28 @@ class RunResult:
 
     @property
     def report(self) -> Path:
-        return self.out / "report.html"
+        return self.out / Layout.REPORT
 
     @property
     def synthetic_set(self) -> Path:
         """distilled images + real indices (fastccfs.synthetic.SyntheticSet.load reads it)."""
-        return self.out / "synthetic_set.npz"
+        return self.out / Layout.SYNTHETIC
 
     @classmethod
     def load(cls, out: str | os.PathLike) -> "RunResult":
         import yaml
 
         out = Path(out)
-        if not (out / "selected_indices.json").is_file():
+        if not (out / Layout.SELECTED).is_file():
             raise UserError(f"{out} holds no finished selection (selected_indices.json is missing)")
 
         def read(name, default):
             return json.loads((out / name).read_text()) if (out / name).is_file() else default
 
-        return cls(out, yaml.safe_load((out / "config.yaml").read_text()),
-                   np.asarray(read("selected_indices.json", {})["idx_selected"], np.int64),
-                   read("phases.json", []), read("eval.json", {"models": {}}),
-                   read("timings.json", {}).get("stages", {}))
+        return cls(out, yaml.safe_load((out / Layout.CONFIG).read_text()),
+                   np.asarray(read(Layout.SELECTED, {})["idx_selected"], np.int64),
+                   read(Layout.PHASES, []), read(Layout.EVAL, {"models": {}}),
+                   read(Layout.TIMINGS, {}).get("stages", {}))
 
 
 def run(dataset: str, ipc: int | None = None, out: str | os.PathLike | None = None, *, config: str | None = None,
@@ -117,13 +118,13 @@ def distill(dataset: str, ipc: int, out: str | os.PathLike | None = None, *, tea
     # Collective writes (rank0_path): under torchrun every rank reaches them, rank 0 writes.
     if teacher:
         load_checkpoint(net, teacher)
-    elif (out / "teacher.pt").is_file():
-        load_checkpoint(net, out / "teacher.pt")
+    elif (out / Layout.TEACHER).is_file():
+        load_checkpoint(net, out / Layout.TEACHER)
     else:  # the teacher `fastccfs run` would train for this dataset, kept beside the images
         run_cfg = resolve_run_config(dataset, ipc, None, {"teacher_model": teacher_model, "seed": cfg.seed,
                                                           "root": root, "cache": cache}, quiet=True)
         net, _, _ = train_teacher(Context(run_cfg, out, train, stores["test"], device, progress))
-        save_checkpoint(net, out / "teacher.pt", via=distributed.rank0_path)
+        save_checkpoint(net, out / Layout.TEACHER, via=distributed.rank0_path)
     net.to(device).eval()
     return recover_all(net, train.classes, ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
                        progress=progress)

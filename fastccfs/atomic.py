@@ -110,6 +110,16 @@ class PidLock:
 
 # Each writer takes `via`, the context that yields where to write: atomic_path, or
 # fastccfs.distributed.rank0_path for a collective write (every rank calls it; rank 0 writes).
+def refuse_other_settings(before: dict, now: dict, what: str, advice: str) -> None:
+    """A folder written with other settings is never mixed or overwritten: one line naming the settings
+    that differ (BEFORE, as recorded there; NOW, as asked)."""
+    from fastccfs.errors import UserError
+
+    changed = sorted(k for k in now if before.get(k) != now[k])
+    if changed:
+        raise UserError(f"{what} with other settings ({', '.join(changed)}): {advice}")
+
+
 def write_json(path: str | os.PathLike, obj, via=atomic_path) -> None:
     with via(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1) + "\n")

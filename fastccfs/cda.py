@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastccfs import distributed
-from fastccfs.atomic import save_arrays, write_json
+from fastccfs.atomic import refuse_other_settings, save_arrays, write_json
 from fastccfs.distributed import rank0_path
 from fastccfs.errors import UserError
 
@@ -169,11 +169,8 @@ def distill(teacher: nn.Module, classes: list[str], ipc: int, image_size: int, m
     made_with = {**asdict(cfg), "ipc": ipc, "classes": len(classes), "image_size": image_size}
     record = out / "distill.json"
     if record.is_file():
-        before = json.loads(record.read_text())
-        changed = sorted(k for k in made_with if before.get(k) != made_with[k])
-        if changed:
-            raise UserError(f"{out} holds images distilled with other settings ({', '.join(changed)}): pass "
-                            "another --out, or the same settings to reuse or resume them")
+        refuse_other_settings(json.loads(record.read_text()), made_with, f"{out} holds images distilled",
+                              "pass another --out, or the same settings to reuse or resume them")
     elif out.is_dir() and {p.name for p in out.iterdir()} - {"teacher.pt"}:  # teacher.pt: fastccfs.distill's own
         raise UserError(f"{out} holds files this distillation did not write: pass a new or empty --out (its "
                         "class folders would be replaced)")

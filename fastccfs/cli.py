@@ -9,6 +9,7 @@ import sys
 from fastccfs.config import AMP_MODES
 from fastccfs.datasets import dataset_help
 from fastccfs.errors import UserError
+from fastccfs.rundir import Layout
 
 
 def _convert(args) -> None:
@@ -69,11 +70,11 @@ def _export(args) -> None:
 
     check_export_target(args.out)  # before the store is opened or rebuilt
     run_dir = Path(args.run_dir)
-    if not (run_dir / "synthetic_set.npz").is_file():
+    if not (run_dir / Layout.SYNTHETIC).is_file():
         raise UserError(f"{run_dir} has no synthetic_set.npz: the run has not finished its selection")
-    cfg = RunConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
+    cfg = RunConfig(**yaml.safe_load((run_dir / Layout.CONFIG).read_text()))
     store = convert(cfg.dataset, args.root, args.cache, progress=False)["train"]
-    out = export_imagefolder(SyntheticSet.load(run_dir / "synthetic_set.npz"), store, args.out)
+    out = export_imagefolder(SyntheticSet.load(run_dir / Layout.SYNTHETIC), store, args.out)
     print(f"wrote {out}")
 
 
@@ -124,7 +125,7 @@ def _bench_run(args) -> None:
     with tempfile.TemporaryDirectory(prefix="fastccfs-bench-") as tmp:
         result = run(args.dataset, args.ipc, args.out or f"{tmp}/run", config=args.config, device=args.device,
                      progress=not args.quiet, **settings)
-        timings = json.loads((result.out / "timings.json").read_text())
+        timings = json.loads((result.out / Layout.TIMINGS).read_text())
     if not distributed.is_main():
         return
     print(format_timings(timings))

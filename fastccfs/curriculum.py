@@ -17,7 +17,7 @@ from fastccfs.config import RunConfig
 from fastccfs.context import Context, train_on
 from fastccfs.errors import UserError
 from fastccfs.models import folded
-from fastccfs.rundir import RunDir
+from fastccfs.rundir import Layout, RunDir
 from fastccfs.scores import logit_difficulty
 from fastccfs.synthetic import SyntheticSet
 from fastccfs.trainer import accuracy, predict
@@ -37,7 +37,7 @@ def stage_start(ctx: Context, scores: np.ndarray | None, teacher) -> SyntheticSe
     """The starting set S0: the distilled part (α·IPC per class: read, or distilled here with the
     teacher), or real images in its place."""
     cfg, out = ctx.cfg, ctx.out
-    path = out / "start.npz"
+    path = out / Layout.START
     if not path.is_file():
         per_class, _ = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)
         empty = np.zeros((0, *ctx.train.images.shape[1:]), np.uint8), np.zeros(0, np.int64)
@@ -179,5 +179,5 @@ def stage_curriculum(ctx: Context, start: SyntheticSet, teacher, teacher_pred, s
             run_dir.save_timings()
         current = SyntheticSet(current.distilled_images, current.distilled_labels,
                                np.concatenate([current.real_indices, picked]))
-    write_json(run_dir.path / "phases.json", records, via=rank0_path)
+    write_json(run_dir.path / Layout.PHASES, records, via=rank0_path)
     return current

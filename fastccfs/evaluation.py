@@ -11,7 +11,7 @@ from fastccfs import distributed
 from fastccfs.atomic import write_json
 from fastccfs.context import Context, train_on
 from fastccfs.distributed import rank0_path
-from fastccfs.rundir import RunDir
+from fastccfs.rundir import Layout, RunDir
 from fastccfs.synthetic import SyntheticSet
 
 def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> dict:
@@ -52,7 +52,7 @@ def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> d
                           "max_last_20pct_acc": f"max test accuracy over epochs > {cfg.eval_from:g}·epochs (the "
                                                 "reference's report with the default 0.8)"},
                "models": results}
-    write_json(out / "eval.json", summary, via=rank0_path)
+    write_json(out / Layout.EVAL, summary, via=rank0_path)
     return summary
 
 

@@ -93,8 +93,9 @@ def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format
 
 def folded(model: nn.Module) -> nn.Module:
     """An inference copy of MODEL (in eval mode) with every BatchNorm folded into the convolution before
-    it (torch.fx): the same logits to ~1e-6 and one memory pass fewer per layer (predict() gains from it: benchmarks/README.md). Only conv → BN pairs fold (DenseNet's BN-ReLU-conv keeps its BNs). A model without BatchNorm, or one that
-    torch.fx cannot trace, is returned as it is."""
+    it (torch.fx): the same logits to ~1e-6 and one memory pass fewer per layer (what predict() gains:
+    benchmarks/README.md). Only conv → BN pairs fold (DenseNet's BN-ReLU-conv keeps its BNs). A model
+    without BatchNorm, or one that torch.fx cannot trace, is returned as it is."""
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         return model
     from torch.fx.experimental.optimization import fuse

@@ -28,7 +28,7 @@ from fastccfs.checks import validate
 from fastccfs.config import RunConfig
 from fastccfs.context import Context, WorkPlan
 from fastccfs.evaluation import stage_eval
-from fastccfs.rundir import RunDir, RunLog
+from fastccfs.rundir import Layout, RunDir, RunLog
 from fastccfs.store import convert
 from fastccfs.teacher import stage_scores, stage_teacher
 
@@ -81,7 +81,7 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
             run_dir.create(data)
             run_dir.timings.setdefault("convert", round(convert_s, 3))
         distributed.barrier()
-        with RunLog(run_dir.path / "run.log", quiet=not progress) if main else nullcontext() as logger:
+        with RunLog(run_dir.path / Layout.LOG, quiet=not progress) if main else nullcontext() as logger:
             try:
                 summary = _run_stages(cfg, run_dir, stores, device, progress, logger)
             except Exception as e:
@@ -105,7 +105,7 @@ def _run_stages(cfg: RunConfig, run_dir: RunDir, stores: dict, device, progress:
     ctx = Context(cfg, out, stores["train"], stores["test"], device, progress, logger)
     finished = run_dir.finished_summary()
     if finished is not None:  # nothing to compute: no kernel compile, no model, no report unless it is missing
-        rebuilt = cfg.report and distributed.is_main() and not (out / "report.html").is_file()
+        rebuilt = cfg.report and distributed.is_main() and not (out / Layout.REPORT).is_file()
         ctx.log(f"fastccfs run {cfg.dataset}, IPC {cfg.ipc}, {cfg.method} → {out}: finished earlier; nothing "
                 f"recomputed{' (report.html written again: it was missing)' if rebuilt else ''}")
         if rebuilt:
@@ -121,10 +121,10 @@ def _run_stages(cfg: RunConfig, run_dir: RunDir, stores: dict, device, progress:
     with run_dir.timed("scores"):
         scores = stage_scores(ctx)
     final = registry.get("method", cfg.method).build(ctx, scores, teacher, teacher_pred, run_dir)
-    write_json(out / "selected_indices.json",
+    write_json(out / Layout.SELECTED,
                {"ipc": cfg.ipc, "alpha": cfg.alpha, "idx_selected": final.real_indices.tolist()},
                via=distributed.rank0_path)
-    final.save(out / "synthetic_set.npz", ctx.train, via=distributed.rank0_path)
+    final.save(out / Layout.SYNTHETIC, ctx.train, via=distributed.rank0_path)
     summary = stage_eval(ctx, final, teacher, run_dir) if cfg.num_eval else {"set_size": len(final), "ipc": cfg.ipc,
                                                                              "models": {}}
     from fastccfs.report import build_report

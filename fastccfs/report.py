@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from fastccfs.atomic import write_bytes, write_text
+from fastccfs.rundir import Layout
 
 GRID_CLASSES = 10  # image grids show at most this many classes (the first ones)
 GRID_PER_CLASS = 8
@@ -171,19 +172,19 @@ def build_report(run_dir: str | os.PathLike, store=None, cache=None) -> Path:
         sections.append("<h2>Missing</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
     data = {"config": run["cfg"], "teacher": run["teacher"], "phases": run["phases"], "eval": run["evaluation"],
             "timings": run["timings"], "missing": missing}
-    path = run["dir"] / "report.html"
+    path = run["dir"] / Layout.REPORT
     write_text(path, _page(run["title"], sections, data))
     return path
 
 
 def gather(run_dir: Path, store=None, cache=None) -> dict:
     """What a run directory holds, read once: settings, records, each phase's picks, the starting set."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
+    cfg = yaml.safe_load((run_dir / Layout.CONFIG).read_text()) if (run_dir / Layout.CONFIG).is_file() else None
     if cfg is None:
         from fastccfs.errors import UserError
 
         raise UserError(f"{run_dir} is not a fastccfs run directory (no config.yaml)")
-    phases = _read_json(run_dir / "phases.json")
+    phases = _read_json(run_dir / Layout.PHASES)
     if phases is None:  # the curriculum did not finish: show the phases that did
         phases = [p for j in range(1, cfg.get("phases", 0) + 1)
                   if (p := _read_json(run_dir / f"phase_{j}.json")) is not None] or None
@@ -195,12 +196,12 @@ def gather(run_dir: Path, store=None, cache=None) -> dict:
                 if "difficulty" in data:
                     picks[p["phase"]] = (data["indices"], data["difficulty"])
     start = None
-    if (run_dir / "start.npz").is_file():
-        with np.load(run_dir / "start.npz") as data:
+    if (run_dir / Layout.START).is_file():
+        with np.load(run_dir / Layout.START) as data:
             start = {key: data[key] for key in data.files}
     return {"dir": run_dir, "cfg": cfg, "phases": phases, "picks": picks, "start": start,
-            "evaluation": _read_json(run_dir / "eval.json"), "teacher": _read_json(run_dir / "teacher.json"),
-            "timings": _read_json(run_dir / "timings.json"),
+            "evaluation": _read_json(run_dir / Layout.EVAL), "teacher": _read_json(run_dir / Layout.TEACHER_INFO),
+            "timings": _read_json(run_dir / Layout.TIMINGS),
             "store": store if store is not None else _store_for(cfg, cache),
             "title": f"CCFS run — {cfg['dataset']}, IPC {cfg['ipc']}, {cfg['method']}"}
 
@@ -308,11 +309,11 @@ def build_comparison(run_dirs) -> Path:
     dirs = [Path(d) for d in run_dirs]
     rows, data = [], []
     for d in dirs:
-        if not (d / "config.yaml").is_file():
+        if not (d / Layout.CONFIG).is_file():
             raise UserError(f"{d} is not a fastccfs run directory (no config.yaml)")
-        c = yaml.safe_load((d / "config.yaml").read_text())
-        e = _read_json(d / "eval.json") or {"models": {}}
-        t = (_read_json(d / "timings.json") or {}).get("stages", {})
+        c = yaml.safe_load((d / Layout.CONFIG).read_text())
+        e = _read_json(d / Layout.EVAL) or {"models": {}}
+        t = (_read_json(d / Layout.TIMINGS) or {}).get("stages", {})
         data.append({"run": str(d), "config": c, "eval": e, "timings": t})
         settings = [_readable(c.get(k)) for k in COMPARED]
         for name, r in list(e["models"].items()) or [("–", None)]:
@@ -326,6 +327,6 @@ def build_comparison(run_dirs) -> Path:
     title = "CCFS runs compared"
     sections = [f"<h1>{title}</h1>", "<p>Test accuracy (%), mean ± std over each run's evaluation runs.</p>",
                 _table(header, rows)]
-    path = dirs[0] / "comparison.html"
+    path = dirs[0] / Layout.COMPARISON
     write_text(path, _page(title, sections, {"runs": data}))
     return path

@@ -27,12 +27,32 @@ from pathlib import Path
 
 import yaml
 
-from fastccfs.atomic import PidLock, remove_stale_temps, write_json, write_text
+from fastccfs.atomic import PidLock, refuse_other_settings, remove_stale_temps, write_json, write_text
 from fastccfs.config import RunConfig
 from fastccfs.errors import UserError
 
+class Layout:
+    """Every name in a run directory, in one place (the layout above); readers of run directories
+    (the report, RunResult, export) use these too."""
+
+    CONFIG, DATA, LOG, TIMINGS, LOCK = "config.yaml", "data.json", "run.log", "timings.json", ".lock"
+    TEACHER, TEACHER_INFO, TEACHER_PRED = "teacher.pt", "teacher.json", "teacher_pred.npy"
+    TEACHER_TRAINING, FORGETTING, SCORES = "teacher_training.json", "forgetting.npz", "scores.npy"
+    DISTILLED, START, PHASES = "distilled", "start.npz", "phases.json"
+    SELECTED, SYNTHETIC = "selected_indices.json", "synthetic_set.npz"
+    EVAL_DIR, EVAL, REPORT, COMPARISON = "eval", "eval.json", "report.html", "comparison.html"
+
+    @staticmethod
+    def phase(j: int, ext: str) -> str:
+        return f"phase_{j}.{ext}"
+
+    @staticmethod
+    def eval_run(name: str, r: int) -> str:
+        return f"eval/{name}_{r}.json"
+
+
 # Files a run directory holds before any stage has finished: removing them loses no work.
-_BOOKKEEPING = {"config.yaml", "data.json", "run.log", "timings.json", ".lock"}
+_BOOKKEEPING = {Layout.CONFIG, Layout.DATA, Layout.LOG, Layout.TIMINGS, Layout.LOCK}
 
 
 class RunDir:
@@ -50,7 +70,7 @@ class RunDir:
         path = self.path
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {path} is a file: pass a folder for the run")
-        config = path / "config.yaml"
+        config = path / Layout.CONFIG
         if config.is_file():
             try:
                 before = yaml.safe_load(config.read_text())
@@ -59,18 +79,15 @@ class RunDir:
             if not isinstance(before, dict):
                 raise UserError(f"{config} is not a run's settings (empty or damaged): pass another --out, or "
                                 f"delete that file to start this run there")
-            now = self.cfg.science()
-            changed = sorted(k for k in now if before.get(k) != now[k])
-            if changed:
-                raise UserError(f"{path} holds a run with other settings ({', '.join(changed)}): "
-                                "pass another --out, or the same settings to resume it")
+            refuse_other_settings(before, self.cfg.science(), f"{path} holds a run",
+                                  "pass another --out, or the same settings to resume it")
         elif path.is_dir() and any(p.name != ".lock" for p in path.iterdir()):
             raise UserError(f"--out {path} is a folder that holds other files: pass a new or empty folder")
 
     def check_data(self, stores: dict) -> dict:
         """Refuse to resume a run on other data (data.json: each split's content fingerprint)."""
         data = {split: store.content_fingerprint() for split, store in stores.items()}
-        record = self.path / "data.json"
+        record = self.path / Layout.DATA
         if record.is_file() and json.loads(record.read_text()) != data:
             raise UserError(f"{self.path} was started on other data (the {self.cfg.dataset} store has changed "
                             "since: samples moved, added or removed): pass another --out")
@@ -88,25 +105,25 @@ class RunDir:
         if not self.lock.acquire():
             raise UserError(f"another fastccfs process (pid {self.lock.owner()}) is running the run in {self.path}: "
                             "wait for it to finish, or pass another --out")
-        if not (self.path / "data.json").is_file():
-            write_json(self.path / "data.json", data)
-        for folder in (self.path, self.path / "eval"):
+        if not (self.path / Layout.DATA).is_file():
+            write_json(self.path / Layout.DATA, data)
+        for folder in (self.path, self.path / Layout.EVAL_DIR):
             remove_stale_temps(folder)  # half-written files of a killed earlier attempt
-        if not (self.path / "config.yaml").is_file():
-            write_text(self.path / "config.yaml", yaml.safe_dump(self.cfg.science(), sort_keys=False))
-        timings = self.path / "timings.json"
+        if not (self.path / Layout.CONFIG).is_file():
+            write_text(self.path / Layout.CONFIG, yaml.safe_dump(self.cfg.science(), sort_keys=False))
+        timings = self.path / Layout.TIMINGS
         earlier = json.loads(timings.read_text()) if timings.is_file() else {}
         self.timings, self.precision = earlier.get("stages", {}), earlier.get("precision", {})
 
     # Where each stage's outputs are, and whether the stage has finished (its last file is written last).
     def phase_file(self, j: int, ext: str) -> Path:
-        return self.path / f"phase_{j}.{ext}"
+        return self.path / Layout.phase(j, ext)
 
     def eval_file(self, name: str, r: int) -> Path:
-        return self.path / "eval" / f"{name}_{r}.json"
+        return self.path / Layout.eval_run(name, r)
 
     def teacher_trained(self) -> bool:
-        return (self.path / "teacher.pt").is_file()
+        return (self.path / Layout.TEACHER).is_file()
 
     def phase_done(self, j: int) -> bool:
         return self.phase_file(j, "json").is_file()
@@ -118,10 +135,10 @@ class RunDir:
         """The run's summary when every stage has finished (eval.json, or with no evaluation the final
         set), else None."""
         if self.cfg.num_eval:
-            path = self.path / "eval.json"
+            path = self.path / Layout.EVAL
             return json.loads(path.read_text()) if path.is_file() else None
-        path = self.path / "synthetic_set.npz"
-        if not (path.is_file() and (self.path / "selected_indices.json").is_file()):
+        path = self.path / Layout.SYNTHETIC
+        if not (path.is_file() and (self.path / Layout.SELECTED).is_file()):
             return None
         import numpy as np
 
@@ -149,7 +166,7 @@ class RunDir:
         from fastccfs.precision import decisions
 
         # the dtype each model computed in under amp auto, and where: the figures' context
-        write_json(self.path / "timings.json", {"stages": self.timings,
+        write_json(self.path / Layout.TIMINGS, {"stages": self.timings,
                                                 "total_s": round(sum(self.timings.values()), 3),
                                                 "machine": machine(), "precision": {**self.precision, **decisions()},
                                                 **distributed.describe()}, via=distributed.rank0_path)

@@ -12,6 +12,7 @@ from fastccfs.distributed import rank0_path
 from fastccfs.checks import scores_from_file
 from fastccfs.context import Context
 from fastccfs.models import load_checkpoint, save_checkpoint
+from fastccfs.rundir import Layout
 from fastccfs.scores import ForgettingCounter
 from fastccfs.trainer import Recipe, accuracy, fit, predict
 
@@ -45,30 +46,30 @@ def stage_teacher(ctx: Context) -> tuple[torch.nn.Module, np.ndarray]:
     teacher = ctx.model(cfg.teacher_model, ctx.seed("teacher"))
     if cfg.teacher:
         load_checkpoint(teacher, cfg.teacher)
-    elif (out / "teacher.pt").is_file():
-        load_checkpoint(teacher, out / "teacher.pt")
+    elif (out / Layout.TEACHER).is_file():
+        load_checkpoint(teacher, out / Layout.TEACHER)
     else:
         teacher, history, forgetting = train_teacher(ctx)
         # Collective writes (rank0_path): under torchrun every rank reaches them, rank 0 writes.
-        save_arrays(out / "forgetting.npz", via=rank0_path, scores=forgetting, kind="forgetting")
-        write_json(out / "teacher_training.json", via=rank0_path, obj={"seconds": history["seconds"], "images": history["images"],
-                                                   "loss": history["loss"], "train_acc": history["train_acc"],
-                                                   "test_acc": history["test_acc"]})
-        save_checkpoint(teacher, out / "teacher.pt", via=rank0_path)  # last: marks the stage finished
-    if not (out / "teacher.json").is_file():
+        save_arrays(out / Layout.FORGETTING, via=rank0_path, scores=forgetting, kind="forgetting")
+        write_json(out / Layout.TEACHER_TRAINING, via=rank0_path,
+                   obj={key: history[key] for key in ("seconds", "images", "loss", "train_acc", "test_acc")})
+        save_checkpoint(teacher, out / Layout.TEACHER, via=rank0_path)  # last: marks the stage finished
+    if not (out / Layout.TEACHER_INFO).is_file():
         logits, labels, _ = predict(teacher, ctx.eval_loader(ctx.train), ctx.device, cfg.amp)
         pred = logits.argmax(1)
         test_acc = accuracy(teacher, ctx.eval_loader(ctx.test), ctx.device, cfg.amp)
-        save_array(out / "teacher_pred.npy", pred, via=rank0_path)
-        write_json(out / "teacher.json", via=rank0_path, obj={"train_acc": float((pred == labels).mean()), "test_acc": test_acc,
-                                          "checkpoint": cfg.teacher or str(out / "teacher.pt")})
-    info = json.loads((out / "teacher.json").read_text())
+        save_array(out / Layout.TEACHER_PRED, pred, via=rank0_path)
+        write_json(out / Layout.TEACHER_INFO, via=rank0_path, obj={
+            "train_acc": float((pred == labels).mean()), "test_acc": test_acc,
+            "checkpoint": cfg.teacher or str(out / Layout.TEACHER)})
+    info = json.loads((out / Layout.TEACHER_INFO).read_text())
     ctx.log(f"teacher: {cfg.teacher_model}, train accuracy {100 * info['train_acc']:.2f} %, test accuracy "
             f"{100 * info['test_acc']:.2f} % ({info['checkpoint']})")
     teacher.to(ctx.device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher, np.load(out / "teacher_pred.npy")
+    return teacher, np.load(out / Layout.TEACHER_PRED)
 
 
 def stage_scores(ctx: Context) -> np.ndarray | None:
@@ -76,9 +77,9 @@ def stage_scores(ctx: Context) -> np.ndarray | None:
     cfg, out = ctx.cfg, ctx.out
     if cfg.score == "logits":
         return None
-    if not (out / "scores.npy").is_file():
-        scores = scores_from_file(cfg, ctx.train, teacher_trained_here=(out / "forgetting.npz").is_file())
+    if not (out / Layout.SCORES).is_file():
+        scores = scores_from_file(cfg, ctx.train, teacher_trained_here=(out / Layout.FORGETTING).is_file())
         if scores is None:  # forgetting events counted while the teacher trained here
-            scores = np.load(out / "forgetting.npz")["scores"].astype(np.float64)
-        save_array(out / "scores.npy", scores, via=rank0_path)
-    return np.load(out / "scores.npy")
+            scores = np.load(out / Layout.FORGETTING)["scores"].astype(np.float64)
+        save_array(out / Layout.SCORES, scores, via=rank0_path)
+    return np.load(out / Layout.SCORES)
