@@ -66,13 +66,16 @@ def test_bench_curriculum_with_a_trained_teacher_reports_both_inference_modes(tm
     assert result["filter_dtype"] in ("bf16", "fp32") and result["machine"]["cores"] >= 1
 
 
-def test_bench_curriculum_refuses_what_it_cannot_measure_honestly(tmp_path, cache):
+def test_bench_curriculum_refuses_what_it_cannot_measure_honestly(tmp_path, cache, capsys):
+    from fastccfs.cli import main
+
     for extra, message in [(["--epochs", "10", "--measure-epochs", "3"], "measure at least 5 epochs"),
                            (["--phase", "4"], "the preset runs phases 1 to 3"),
                            (["--teacher", str(tmp_path / "nope.pt")], "no such file"),
                            (["--teacher", __file__], "give --scores FILE too")]:
-        result = _bench(tmp_path, cache, *extra, check=False)
-        assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        code = main(["bench", "curriculum", "demo", "--ipc", "20", "--cache", str(cache), "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_bench_run_prints_the_pipelines_wall_clock_and_leaves_no_run(tmp_path, cache, demo_stores, monkeypatch):

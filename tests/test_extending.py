@@ -33,20 +33,20 @@ def test_readme_extensions_run_through_fastccfs_run(tmp_path, cache, monkeypatch
     # Every user entry is the one the run used: settings, filters and evaluation model, loaders.
     assert ccfs.config["model"] == "mlp" and ccfs.config["fine"] == "middle" and ccfs.config["coarse"] == "wrong_or_even"
     assert list(ccfs.evaluation["models"]) == ["mlp"]
-    assert len(ccfs.selected) == 200 and np.bincount(labels[ccfs.selected]).tolist() == [20] * 10
+    assert len(ccfs.selected) == 100 and np.bincount(labels[ccfs.selected]).tolist() == [10] * 10
     assert made and sum(loader.batches for loader in made) > 0  # the teacher, filters and evaluation trained from it
     # The rule has no prediction that rules a sample out: every phase inferred the whole split.
     assert all(p["inferred"] == len(labels) for p in ccfs.phases)
-    # The method picks the first 20 of each class, and no phase ran.
-    expected = np.concatenate([np.flatnonzero(labels == c)[:20] for c in range(10)])
+    # The method picks the first 10 of each class, and no phase ran.
+    expected = np.concatenate([np.flatnonzero(labels == c)[:10] for c in range(10)])
     np.testing.assert_array_equal(first.selected, expected)
     assert first.phases == [] and not list(first.out.glob("phase_*"))
     # The CLI's settings check reads the registry: a registered name is a valid choice, an unknown one is not.
     from fastccfs.config import resolve_run_config
 
-    assert resolve_run_config("demo", 20, None, {"fine": "middle", "method": "first"}).fine == "middle"
+    assert resolve_run_config("demo", 10, None, {"fine": "middle", "method": "first"}).fine == "middle"
     with pytest.raises(UserError, match="unknown fine 'nope': use one of simple, hard, random, middle"):
-        resolve_run_config("demo", 20, None, {"fine": "nope"})
+        resolve_run_config("demo", 10, None, {"fine": "nope"})
 
 
 def test_the_fine_and_coarse_rules_registered_outside_decide_the_picks(clean_registry):

@@ -90,7 +90,7 @@ def test_kernel_equals_torchvision_resized_crop_and_the_torch_twin(demo):
 
 def test_crop_boxes_follow_torchvision_distribution():
     """Area fraction and aspect ratio of our batched sampler vs torchvision's get_params (64 px)."""
-    n = 20000
+    n = 8000  # quantiles to ±0.006 (area) and ±0.004 (log aspect), well inside the tolerances below
     gen = torch.Generator().manual_seed(0)
     ours = augment.sample_crop_boxes(n, 64, 64, gen).double()
     torch.manual_seed(0)
