@@ -35,8 +35,10 @@ def validate(cfg: RunConfig, train: Store | None = None) -> RunConfig:
 
 
 def check_config(cfg: RunConfig) -> None:
-    """Rules between settings (each setting's own range and choices were checked by RunConfig.validate)."""
+    """Rules between settings (each setting's own range and choices were checked by validate)."""
     method = registry.get("method", cfg.method)
+    if method.needs_scores and cfg.score == "logits":  # the logits score exists only per phase, after training
+        raise UserError(f"--method {cfg.method} orders samples by difficulty: use --score forgetting or cscore")
     if cfg.distilled and cfg.init != "none":
         raise UserError(f"--distilled and --init {cfg.init} both give the starting set: choose one")
     if registry.get("backend", cfg.loader).form is not None:  # its library must be installed

@@ -70,6 +70,8 @@ def _ccfs_filter_sets(cfg, num_classes: int) -> list[int]:
 
 
 def _ccfs_check_config(cfg) -> None:
+    if cfg.init == "window" and cfg.score == "logits":
+        raise UserError("--init window orders samples by difficulty: it needs --score forgetting or cscore")
     per_class, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)
     if 0 in budgets:
         raise UserError(f"{cfg.phases} phases for {cfg.ipc - per_class} real images per class: phase "

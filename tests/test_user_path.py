@@ -227,10 +227,13 @@ def test_bad_inputs_are_refused_before_the_teacher_trains(cache, tmp_path, capsy
     (["--eval-from", "1.5"], "eval_from must be [0, 1]; got 1.5"),
     (["--lr", "0"], "lr must be > 0; got 0.0"),
     (["--teacher-batch-size", "-1"], "teacher_batch_size must be ≥ 1; got -1"),
+    (["--method", "coreset", "--score", "logits"], "--method coreset orders samples by difficulty"),
+    (["--init", "window", "--score", "logits"], "--init window orders samples by difficulty"),
 ])
 def test_every_setting_has_a_range_checked_before_anything(args, message, cache, tmp_path, capsys, monkeypatch,
                                                            demo_stores):
-    """One line naming the setting, its range and the value; exit 2; no run folder, no decoding."""
+    """One line naming the setting, its range and the value (or the rule between settings); exit 2; no run
+    folder, no decoding."""
     import fastccfs.pipeline
 
     monkeypatch.setattr(fastccfs.pipeline, "convert", lambda *a, **k: pytest.fail("work started"))
