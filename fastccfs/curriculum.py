@@ -52,7 +52,7 @@ def stage_start(ctx: Context, scores: np.ndarray | None, teacher) -> SyntheticSe
 
                 ctx.log(f"distilled part: recovering {per_class} images per class from the teacher (CDA)")
                 source = distill(teacher, ctx.train.classes, per_class, ctx.train.image_size[0], ctx.train.mean,
-                                 ctx.train.std, distill_config(cfg), out / "distilled", ctx.device, ctx.progress)
+                                 ctx.train.std, distill_config(cfg), out / Layout.DISTILLED, ctx.device, ctx.progress)
             images, labels = read_distilled(source, ctx.train.classes, per_class, ctx.train.images.shape[1:],
                                             name_order="string" if cfg.semantics == "reference" else "numeric")
         elif per_class and cfg.init == "random":
