@@ -23,11 +23,13 @@ def validate(cfg: RunConfig, train: Store | None = None) -> RunConfig:
         if value is not None and not in_range(value, rule):
             raise UserError(f"{name} must be {rule}; got {value}")
     for name in ("model", "teacher_model", "eval_models", "coarse", "fine", "method", "loader", "amp", "semantics",
-                 "teacher_augment", "score", "init", "inference"):
+                 "teacher_augment", "score", "init", "inference", "soft_labels"):
         values = getattr(cfg, name)
         for v in values if isinstance(values, list) else [values]:
             if v not in choices_of(name):
                 raise UserError(f"unknown {name} {v!r}: use one of {', '.join(choices_of(name))}")
+    if cfg.eval_jobs != "auto" and not (cfg.eval_jobs.isdigit() and int(cfg.eval_jobs) >= 1):
+        raise UserError(f"eval_jobs must be auto or a whole number ≥ 1; got {cfg.eval_jobs}")
     check_config(cfg)
     if train is not None:
         check_inputs(cfg, train)
@@ -39,6 +41,8 @@ def check_config(cfg: RunConfig) -> None:
     method = registry.get("method", cfg.method)
     if method.needs_scores and cfg.score == "logits":  # the logits score exists only per phase, after training
         raise UserError(f"--method {cfg.method} orders samples by difficulty: use --score forgetting or cscore")
+    if cfg.soft_labels_topk is not None and cfg.soft_labels != "shared":
+        raise UserError("--soft-labels-topk keeps part of the shared soft labels: add --soft-labels shared")
     if cfg.distilled and cfg.init != "none":
         raise UserError(f"--distilled and --init {cfg.init} both give the starting set: choose one")
     if registry.get("backend", cfg.loader).form is not None:  # its library must be installed

@@ -58,7 +58,8 @@ GROUPS = {
                                         "temperature", "batch_size"),
     "selection": ("phases", "alpha", "coarse", "fine", "score", "scores", "teacher_filter", "init", "beta",
                   "inference", "filter_test"),
-    "evaluation": ("eval_models", "eval_epochs", "eval_from", "num_eval"),
+    "evaluation": ("eval_models", "eval_epochs", "eval_from", "num_eval", "eval_jobs", "soft_labels",
+                   "soft_labels_topk"),
     "distillation": ("distilled", "distill_iterations", "distill_lr", "distill_r_bn"),
     "runtime": ("loader", "amp", "compile", "report"),
 }
@@ -69,7 +70,7 @@ RANGES = {
     "epochs": "≥ 1", "lr": "> 0", "momentum": "[0, 1)", "weight_decay": "≥ 0", "warmup_epochs": "≥ 0",
     "temperature": "> 0", "batch_size": "≥ 1",
     "phases": "≥ 1", "alpha": "[0, 1]", "beta": "[0, 1]",
-    "eval_epochs": "≥ 1", "eval_from": "[0, 1]", "num_eval": "≥ 0",
+    "eval_epochs": "≥ 1", "eval_from": "[0, 1]", "num_eval": "≥ 0", "soft_labels_topk": "≥ 1",
     "distill_iterations": "≥ 1", "distill_lr": "> 0", "distill_r_bn": "≥ 0",
 }
 
@@ -148,6 +149,20 @@ class RunConfig:
     report: bool = setting(True, "write RUN/report.html and its figures at the end (`fastccfs report RUN` writes "
                                  "them later)", runtime=True)
     num_eval: int = setting(5, "evaluation runs (seeds) per model; 0: no evaluation")
+    # How many evaluation runs train at once: a run's numbers depend on its seed and its threads only
+    # (fastccfs.eval_jobs), so this changes how, not what, given the same threads per run.
+    eval_jobs: str = setting("auto", "evaluation runs trained at once, in processes that split the cores: N ≥ 1, "
+                                     "or auto (decided by a short measurement, once per machine and model)",
+                             runtime=True)
+    # The KD targets of the evaluation runs (fastccfs.soft_labels): the reference code's teacher on each run's
+    # own batch, or the CCFS appendix's "pre-generated as CDA" (FKD-style relabel): one crop stream per epoch
+    # and the teacher's outputs on it, computed once for every run and every eval model.
+    soft_labels: str = setting("online", "online: the teacher on every run's own crops (the reference code); "
+                                         "shared: one crop stream per epoch, the teacher's logits on it computed "
+                                         "once (fp16, in the run folder) and used by every evaluation run",
+                               ("online", "shared"))
+    soft_labels_topk: int | None = setting(None, "shared soft labels: keep the K largest logits per crop (FKD); "
+                                                 "none: all (full logits)")
     loader: str = setting("tensor", "loader backend", "backend")
     amp: str = setting("auto", "bf16 autocast: auto (bf16 on CUDA; on a CPU with native bf16 where measured faster for the model, else fp32), bf16, off", AMP_MODES)
     compile: bool = setting(False, "torch.compile the trained models", runtime=True)

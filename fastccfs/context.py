@@ -21,7 +21,7 @@ from fastccfs.trainer import Recipe, accuracy, batch_size_for, fit
 
 # Named random streams: a stage's seed is seed·1000 + its stream's base (+ the phase or evaluation run),
 # so resuming at any stage reproduces it and a reader sees which randomness is which.
-SEED_STREAMS = {"teacher": 0, "init": 1, "filter": 10, "fine": 20, "eval": 100}
+SEED_STREAMS = {"teacher": 0, "init": 1, "filter": 10, "fine": 20, "eval": 100, "soft_labels": 200}
 # Inference batch: large on GPUs; 128 on CPUs, where it measured fastest (benchmarks/README.md, "Choices in
 # the code").
 EVAL_BATCH = {"cuda": 1024, "cpu": 128}
@@ -121,18 +121,28 @@ class WorkPlan:
 
 
 def train_on(ctx: Context, current: SyntheticSet, model_name: str, seed: int, teacher, epochs: int,
-              evaluate: bool, desc: str, distributed: bool = True):
-    """Train MODEL_NAME on the current set (KD from the teacher); distributed: DDP over the ranks (a
-    filter), else whole in this process (an evaluation run, one per rank)."""
+              evaluate: bool, desc: str, distributed: bool = True, shared=None, position: int | None = None):
+    """Train MODEL_NAME on the current set (KD from the teacher, or from SHARED soft labels: a
+    fastccfs.soft_labels.SharedLabels); distributed: DDP over the ranks (a filter), else whole in this
+    process (an evaluation run). position: the progress bar's line beside other processes' bars."""
     cfg = ctx.cfg
     model = ctx.model(model_name, seed)
     batch = cfg.batch_size or batch_size_for(len(current), len(ctx.train))
-    loader = ctx.loader(ctx.train, distributed, batch_size=batch, seed=seed, **current.loader_arguments())
+    if shared is not None:
+        from fastccfs.loaders.sets import synthetic_arrays
+        from fastccfs.soft_labels import SharedLabelLoader
+
+        images, labels, ids = synthetic_arrays(ctx.train, **current.loader_arguments())
+        loader = SharedLabelLoader(shared, images, labels, ids, ctx.train.mean, ctx.train.std, batch, seed, ctx.device)
+        teacher = None
+    else:
+        loader = ctx.loader(ctx.train, distributed, batch_size=batch, seed=seed, **current.loader_arguments())
     recipe = Recipe(epochs, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.warmup_epochs, temperature=cfg.temperature)
     test_loader = ctx.eval_loader(ctx.test, shard=distributed)
     history = fit(model, loader, recipe, teacher=teacher, device=ctx.device, amp=cfg.amp, compile=cfg.compile,
                   evaluate=(lambda m: accuracy(m, test_loader, ctx.device, cfg.amp)) if evaluate else None,
-                  evaluate_from=cfg.eval_from, progress=ctx.progress, desc=desc, distributed=distributed)
+                  evaluate_from=cfg.eval_from, progress=ctx.progress, desc=desc, distributed=distributed,
+                  position=position)
     history["batch_size"] = batch
     if ctx.work:
         ctx.work.finished(history["images"], history["seconds"])

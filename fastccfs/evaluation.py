@@ -1,18 +1,144 @@
 """The evaluation stage: each evaluation model trained from scratch on the final set with KD, num_eval
-seeds each, one file per run (a resumed run redoes only the runs that had not finished)."""
+seeds each, one file per run (a resumed run redoes only the runs that had not finished).
+
+Runs go N at a time (`--eval-jobs`, fastccfs.eval_jobs), each with its share of the cores; under torchrun
+the runs are dealt to the ranks and each rank runs its share N at a time. The KD targets are the
+teacher's on each run's own crops (`--soft-labels online`) or the shared soft labels computed once
+(`shared`, fastccfs.soft_labels).
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from fastccfs import distributed
+from fastccfs import distributed, eval_jobs
 from fastccfs.atomic import write_json
 from fastccfs.context import Context, train_on
 from fastccfs.distributed import rank0_path
+from fastccfs.loaders.sets import synthetic_arrays
 from fastccfs.rundir import Layout, RunDir
+from fastccfs.soft_labels import SharedLabels, describe, generate, nbytes
 from fastccfs.synthetic import SyntheticSet
+
+
+@dataclass
+class EvalState:
+    """What an evaluation run needs, picklable: worker processes rebuild their Context from it."""
+
+    cfg: object
+    train_path: str
+    test_path: str
+    device: str
+    progress: bool
+    final: SyntheticSet
+    teacher_state: dict | None  # the teacher's weights (online soft labels), else None
+    shared: SharedLabels | None
+    epochs: int
+
+
+def live_state(state: EvalState):
+    """(Context, final set, teacher, shared labels, epochs) in this process."""
+    from fastccfs.models import create_model
+    from fastccfs.store import Store
+
+    train, test = Store.open(state.train_path), Store.open(state.test_path)
+    ctx = Context(state.cfg, None, train, test, torch.device(state.device), state.progress)
+    teacher = None
+    if state.teacher_state is not None:
+        teacher = create_model(state.cfg.teacher_model, train.num_classes, train.image_size[0])
+        teacher.load_state_dict(state.teacher_state)
+        teacher.eval()
+    return ctx, state.final, teacher, state.shared, state.epochs
+
+
+def evaluation_run(live, job, slot) -> tuple:
+    """One evaluation run (model NAME, seed index R) → (name, r, wall seconds, its record)."""
+    ctx, final, teacher, shared, epochs = live
+    cfg = ctx.cfg
+    name, r = job
+    t = time.perf_counter()
+    model, history = train_on(ctx, final, name, ctx.seed("eval", r), teacher, epochs, evaluate=True,
+                              desc=f"eval {name} {r + 1}/{cfg.num_eval}", distributed=False, shared=shared,
+                              position=slot)
+    accs = history["test_acc"]
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return (name, r, time.perf_counter() - t,
+            {"final_epoch_acc": accs[max(accs)], "max_last_20pct_acc": max(accs.values()),
+             "test_acc_by_epoch": {str(e): a for e, a in accs.items()}, "loss_by_epoch": history["loss"],
+             "weights_sha256": digest.hexdigest(), "seconds": history["seconds"], "batch_size": history["batch_size"],
+             "threads": torch.get_num_threads(), "rank": distributed.rank()})
+
+
+def step_probe(ctx: Context, final: SyntheticSet, teacher, shared: SharedLabels | None) -> tuple:
+    """(eval_jobs.decide's probe, the batch): one training step of the first evaluation model at its batch
+    shape (with the teacher's forward under online soft labels)."""
+    from fastccfs.trainer import batch_size_for
+
+    cfg = ctx.cfg
+    batch = min(cfg.batch_size or batch_size_for(len(final), len(ctx.train)), len(final))
+    state = None if shared is not None or teacher is None else {k: v.cpu() for k, v in teacher.state_dict().items()}
+    args = (cfg.eval_models[0], cfg.teacher_model, state, ctx.num_classes, ctx.train.image_size[0], batch, cfg.amp,
+            str(ctx.device))
+    return (lambda threads: (_probe_steps, args)), batch
+
+
+def _probe_steps(model_name, teacher_name, teacher_state, classes, size, batch, amp, device, barrier=None) -> float:
+    from fastccfs.models import create_model, folded, memory_format
+    from fastccfs.precision import autocast_dtype
+    from fastccfs.trainer import kd_loss
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = create_model(model_name, classes, size)
+    fmt = memory_format(model, device)
+    model.to(device, memory_format=fmt).train()
+    teacher = None
+    if teacher_state is not None:
+        teacher = create_model(teacher_name, classes, size)
+        teacher.load_state_dict(teacher_state)
+        teacher = folded(teacher.to(device, memory_format=fmt).eval()).to(memory_format=fmt)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+    target = torch.randn(batch, classes, device=device)
+    dtype = autocast_dtype(device, amp, model, tuple(x.shape), train=True, teacher=teacher)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    goal = teacher(x)
+            else:
+                goal = target
+            loss = kd_loss(logits, goal, 4.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return eval_jobs.time_steps(step, barrier=barrier)
+
+
+def shared_labels(ctx: Context, final: SyntheticSet, epochs: int) -> SharedLabels:
+    cfg = ctx.cfg
+    return SharedLabels(str(ctx.out), epochs, len(final), ctx.num_classes, cfg.soft_labels_topk,
+                        ctx.seed("soft_labels"))
+
+
+def soft_label_bytes(cfg, final_size: int, classes: int) -> int:
+    """What `--soft-labels shared` stores in the run folder (0 for online)."""
+    if cfg.soft_labels != "shared" or not cfg.num_eval:
+        return 0
+    return nbytes(cfg.eval_epochs or cfg.epochs, final_size, classes, cfg.soft_labels_topk)
+
 
 def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> dict:
     """Train each evaluation model from scratch on the final set with KD, num_eval seeds each."""
@@ -20,40 +146,71 @@ def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> d
     epochs = cfg.eval_epochs or cfg.epochs
     jobs = [(name, r) for name in cfg.eval_models for r in range(cfg.num_eval)
             if not run_dir.eval_done(name, r)]
-
-    def evaluate(job):
-        name, r = job
-        ctx.log(f"evaluation: {name} {r + 1}/{cfg.num_eval} on {len(final)} images for {epochs} epochs"
-                f"{ctx.work.left() if ctx.work else ''}")
-        t = time.perf_counter()
-        _, history = train_on(ctx, final, name, ctx.seed("eval", r), teacher, epochs, evaluate=True,
-                              desc=f"eval {name} {r + 1}/{cfg.num_eval}", distributed=False)
-        accs = history["test_acc"]
-        return (name, r, time.perf_counter() - t,
-                {"final_epoch_acc": accs[max(accs)], "max_last_20pct_acc": max(accs.values()),
-                 "test_acc_by_epoch": {str(e): a for e, a in accs.items()}, "seconds": history["seconds"],
-                 "batch_size": history["batch_size"], "rank": distributed.rank()})
-
-    # Under torchrun the runs are dealt to the ranks, each trained whole in its process (its seed alone
-    # decides it: the results are the sequential ones); every rank gets each round's records and rank 0
-    # writes them (collective writes). One process runs them in order.
-    for records in distributed.deal(jobs, evaluate):
-        for name, r, wall, record in records:
-            write_json(run_dir.eval_file(name, r), record, via=rank0_path)
-            run_dir.timings[f"eval_{name}_{r}"] = round(wall, 3)
-        run_dir.save_timings()
+    shared = None
+    if cfg.soft_labels == "shared":
+        shared = shared_labels(ctx, final, epochs)
+        if jobs and shared.epochs_done() < epochs:
+            ctx.log(f"shared soft labels: the teacher on {epochs} epochs of crops of {len(final)} images "
+                    f"({describe(soft_label_bytes(cfg, len(final), ctx.num_classes))} in {Layout.SOFT_LABELS})")
+            t = time.perf_counter()
+            if distributed.is_main():  # one process computes them; the others wait, then read them
+                images, _, _ = synthetic_arrays(ctx.train, **final.loader_arguments())
+                generate(shared, teacher, images, ctx.train.mean, ctx.train.std, ctx.device, cfg.amp,
+                         batch=_label_batch(ctx), progress=ctx.progress)
+            distributed.barrier()
+            run_dir.timings["soft_labels"] = round(time.perf_counter() - t, 3)
+    if jobs:
+        per_rank = -(-len(jobs) // distributed.world_size())
+        probe, batch = step_probe(ctx, final, teacher, shared)
+        key = f"{cfg.eval_models[0]}|batch {batch}|{ctx.train.image_size[0]} px|{cfg.soft_labels}"
+        decision = distributed.broadcast(  # rank 0 decides, every rank runs its choice
+            eval_jobs.decide(cfg.eval_jobs, per_rank, ctx.device, probe, key) if distributed.is_main() else None)
+        run_dir.decisions["eval_jobs"] = decision
+        ctx.log(f"evaluation: {len(jobs)} run(s), {decision['jobs']} at a time per process "
+                f"({decision['threads_per_job']} thread(s) each; {decision['source']})")
+        state = EvalState(ctx.cfg, str(ctx.train.path), str(ctx.test.path), str(ctx.device), ctx.progress, final,
+                          None if teacher is None or shared is not None
+                          else {k: v.detach().cpu() for k, v in teacher.state_dict().items()}, shared, epochs)
+        _run_jobs(ctx, jobs, state, decision, run_dir)
     results = {}
     for name in cfg.eval_models:
         runs = [json.loads(run_dir.eval_file(name, r).read_text()) for r in range(cfg.num_eval)]
         results[name] = {key: _mean_std([run[key] for run in runs]) for key in ("final_epoch_acc", "max_last_20pct_acc")}
         results[name]["runs"] = len(runs)
-    summary = {"set_size": len(final), "ipc": cfg.ipc, "epochs": epochs,
+    summary = {"set_size": len(final), "ipc": cfg.ipc, "epochs": epochs, "soft_labels": cfg.soft_labels,
                "labels": {"final_epoch_acc": "test accuracy after the last epoch",
                           "max_last_20pct_acc": f"max test accuracy over epochs > {cfg.eval_from:g}·epochs (the "
                                                 "reference's report with the default 0.8)"},
                "models": results}
     write_json(out / Layout.EVAL, summary, via=rank0_path)
     return summary
+
+
+def _run_jobs(ctx: Context, jobs: list, state: EvalState, decision: dict, run_dir: RunDir) -> None:
+    """The runs N at a time per process (and dealt to the ranks under torchrun); each round's records are
+    written as it ends (collective writes), so a killed run redoes only the runs of its last round."""
+    n = decision["jobs"]
+    with eval_jobs.Workers(n, evaluation_run, state, live_state, decision["threads_per_job"]) as workers:
+        for first in range(0, len(jobs), n * distributed.world_size()):
+            round_ = jobs[first:first + n * distributed.world_size()]
+            ctx.log("evaluation: " + ", ".join(f"{name} {r + 1}/{ctx.cfg.num_eval}" for name, r in round_) +
+                    f" on {len(state.final)} images for {state.epochs} epochs"
+                    f"{ctx.work.left() if ctx.work else ''}")
+            mine = round_[distributed.rank() * n:(distributed.rank() + 1) * n]
+            t = time.perf_counter()
+            records = [rec for part in distributed.gather(workers.run(mine) if mine else []) for rec in part]
+            for name, r, wall, record in records:
+                write_json(run_dir.eval_file(name, r), record, via=rank0_path)
+                run_dir.timings[f"eval_{name}_{r}"] = round(wall, 3)
+            if ctx.work:  # the rate of the rounds so far says how long the rest will take
+                ctx.work.finished(len(records) * len(state.final) * state.epochs, time.perf_counter() - t)
+            run_dir.save_timings()
+
+
+def _label_batch(ctx: Context) -> int:
+    from fastccfs.context import EVAL_BATCH
+
+    return EVAL_BATCH.get(ctx.device.type, 1024)
 
 
 def _mean_std(values):

@@ -41,6 +41,9 @@ class Layout:
     DISTILLED, START, PHASES = "distilled", "start.npz", "phases.json"
     SELECTED, SYNTHETIC = "selected_indices.json", "synthetic_set.npz"
     EVAL_DIR, EVAL, REPORT, COMPARISON = "eval", "eval.json", "report.html", "comparison.html"
+    # --soft-labels shared: the logits (or top-K values), the top-K classes, and the epochs generated so far
+    SOFT_LABELS, SOFT_LABEL_CLASSES, SOFT_LABELS_RECORD = ("soft_labels.npy", "soft_labels_classes.npy",
+                                                           "soft_labels.json")
 
     @staticmethod
     def phase(j: int, ext: str) -> str:
@@ -59,7 +62,7 @@ class RunDir:
     def __init__(self, path, cfg: RunConfig):
         self.path, self.cfg = Path(path), cfg
         self.created = False
-        self.timings, self.precision = {}, {}
+        self.timings, self.precision, self.decisions = {}, {}, {}
         self.lock = PidLock(self.path / ".lock")
 
     def release(self) -> None:
@@ -114,6 +117,7 @@ class RunDir:
         timings = self.path / Layout.TIMINGS
         earlier = json.loads(timings.read_text()) if timings.is_file() else {}
         self.timings, self.precision = earlier.get("stages", {}), earlier.get("precision", {})
+        self.decisions = earlier.get("decisions", {})
 
     # Where each stage's outputs are, and whether the stage has finished (its last file is written last).
     def phase_file(self, j: int, ext: str) -> Path:
@@ -169,6 +173,7 @@ class RunDir:
         write_json(self.path / Layout.TIMINGS, {"stages": self.timings,
                                                 "total_s": round(sum(self.timings.values()), 3),
                                                 "machine": machine(), "precision": {**self.precision, **decisions()},
+                                                "decisions": self.decisions,
                                                 **distributed.describe()}, via=distributed.rank0_path)
 
 

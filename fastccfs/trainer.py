@@ -67,10 +67,11 @@ def _autocast(dtype: torch.dtype | None, device: torch.device):
 
 def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = None, device="cpu",
         amp: str = "auto", compile: bool = False, evaluate=None, evaluate_from: float = 0.8, on_batch=None,
-        progress: bool = True, desc: str = "train", distributed: bool = False) -> dict:
+        progress: bool = True, desc: str = "train", distributed: bool = False, position: int | None = None) -> dict:
     """Train `model` in place; returns the history.
 
-    teacher: KD from its logits (else cross-entropy with the labels).
+    teacher: KD from its logits (else cross-entropy with the labels); a loader whose batches carry a fourth
+    element, the KD targets (shared soft labels, fastccfs.soft_labels), needs none.
     evaluate(model) → accuracy: called after every epoch past `evaluate_from`·epochs (the reference's
     "epoch > 0.8·epochs"), and always after the last.
     on_batch(logits, y, idx): sees every training batch's detached logits (forgetting events).
@@ -103,7 +104,7 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
     start = time.perf_counter()
     # The bar counts batches, so it moves within an epoch (a minute or more on real data on a CPU).
     bar = tqdm(total=recipe.epochs * len(loader), desc=desc, disable=not progress, leave=False, unit="batch",
-               mininterval=1.0)
+               mininterval=1.0, position=position)  # position: its own line beside other processes' bars
     for epoch in range(recipe.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch, recipe)
@@ -112,7 +113,8 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
         correct = torch.zeros((), device=device, dtype=torch.int64)
         seen = 0
         epoch_batches = []  # distributed on_batch: this rank's (logits, y, idx) of the epoch
-        for x, y, idx in loader:
+        for batch in loader:
+            x, y, idx = batch[:3]  # a fourth element: the batch's KD targets (shared soft labels), no teacher run
             x = x.contiguous(memory_format=fmt)
             if history["dtype"] is None:  # decided on the first batch's shape (a measurement on some CPUs)
                 dtype = autocast_dtype(device, amp, model, tuple(x.shape), train=True, teacher=teacher)
@@ -121,7 +123,9 @@ def fit(model: nn.Module, loader, recipe: Recipe, teacher: nn.Module | None = No
                 history["dtype"] = "bf16" if dtype is not None else "fp32"
             with _autocast(dtype, device):
                 logits = step_model(x)
-                if teacher is not None:
+                if len(batch) > 3:
+                    loss = kd_loss(logits, batch[3], recipe.temperature)
+                elif teacher is not None:
                     with torch.no_grad():
                         target = teacher(x)
                     loss = kd_loss(logits, target, recipe.temperature)

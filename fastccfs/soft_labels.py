@@ -1,0 +1,203 @@
+"""Shared soft labels (`--soft-labels shared`): the CCFS appendix's evaluation protocol, soft labels
+"pre-generated as CDA" — SRe²L/CDA's relabel step, FKD-style.
+
+Per epoch e of the evaluation recipe, one crop stream over the final set: image i's RandomResizedCrop box
+and flip come from (seed, e, i) alone (the same torchvision distribution the loaders draw). The teacher's
+logits on those crops are computed once, in large inference batches, and stored in the run folder as
+fp16, (epochs, N, C), or the K largest per crop with their classes (`--soft-labels-topk K`, FKD's
+storage). Every evaluation run and every eval model then trains on those crops and targets; runs differ
+only by their initialisation and batch order (each run's seed shuffles the epoch). The reference code's
+protocol (`online`, the default) runs the teacher on each run's own batch instead: N_runs × models teacher
+passes where this makes one.
+
+Generation is resumable by epoch: the arrays are memory-mapped and `soft_labels.json` records the epochs
+finished, so a killed run continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastccfs import augment as aug
+from fastccfs.loaders.order import epoch_generator, epoch_order
+from fastccfs.rundir import Layout
+
+FILL = -1e30  # the logit of a class outside a crop's top K: a target probability of exactly 0 at any temperature
+CROP_STREAM = 7  # epoch_generator stream of the shared crops (the loaders use 0 and 1)
+
+
+def nbytes(epochs: int, n: int, classes: int, topk: int | None) -> int:
+    """Bytes of the stored soft labels: fp16 logits, or top-K fp16 values + int16/int32 classes."""
+    if topk is None:
+        return epochs * n * classes * 2
+    return epochs * n * min(topk, classes) * (2 + (2 if classes <= 32767 else 4))
+
+
+def describe(size: int) -> str:
+    return f"{size / 2**20:,.0f} MB" if size >= 2**20 else f"{size / 2**10:,.0f} KB"
+
+
+def epoch_crops(seed: int, epoch: int, n: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shared crop boxes (n, 4) and flips (n,) of EPOCH: one draw for the whole set, by position."""
+    gen = epoch_generator(seed, epoch, 0, CROP_STREAM)
+    return aug.sample_crop_boxes(n, height, width, gen), aug.sample_flips(n, gen)
+
+
+@dataclass(frozen=True)
+class SharedLabels:
+    """Where a run folder's shared soft labels are, and their shape (picklable: worker processes open it)."""
+
+    folder: str
+    epochs: int
+    size: int
+    classes: int
+    topk: int | None
+    seed: int
+
+    @property
+    def values_path(self) -> Path:
+        return Path(self.folder) / Layout.SOFT_LABELS
+
+    @property
+    def classes_path(self) -> Path:
+        return Path(self.folder) / Layout.SOFT_LABEL_CLASSES
+
+    @property
+    def record_path(self) -> Path:
+        return Path(self.folder) / Layout.SOFT_LABELS_RECORD
+
+    @property
+    def kept(self) -> int:
+        return self.classes if self.topk is None else min(self.topk, self.classes)
+
+    def identity(self) -> dict:
+        return {"epochs": self.epochs, "size": self.size, "classes": self.classes, "topk": self.topk,
+                "seed": self.seed, "dtype": "float16"}
+
+    def epochs_done(self) -> int:
+        """Epochs already generated (0 when the files are missing, damaged or of other settings)."""
+        try:
+            record = json.loads(self.record_path.read_text())
+            values = np.load(self.values_path, mmap_mode="r")
+            shape_ok = values.shape == (self.epochs, self.size, self.kept) and values.dtype == np.float16
+            if self.topk is not None:
+                shape_ok = shape_ok and np.load(self.classes_path, mmap_mode="r").shape == values.shape
+        except (OSError, ValueError, EOFError):
+            return 0
+        if not shape_ok or record.get("settings") != self.identity():
+            return 0
+        done = record.get("epochs_done")
+        return done if isinstance(done, int) and 0 <= done <= self.epochs else 0
+
+    def open(self) -> tuple[np.ndarray, np.ndarray | None]:
+        values = np.load(self.values_path, mmap_mode="r")
+        return values, (np.load(self.classes_path, mmap_mode="r") if self.topk is not None else None)
+
+
+def generate(labels: SharedLabels, teacher: torch.nn.Module, images: np.ndarray, mean, std, device, amp: str,
+             batch: int, progress: bool = True) -> None:
+    """Compute the missing epochs of LABELS: the teacher on each epoch's shared crops of IMAGES (the final
+    set, uint8 N×H×W×3, in its order), stored as it goes (a killed run resumes at the last epoch saved)."""
+    from tqdm import tqdm
+
+    from fastccfs.atomic import write_json
+    from fastccfs.models import folded, memory_format
+    from fastccfs.precision import autocast_dtype
+
+    done = labels.epochs_done()
+    shape = (labels.epochs, labels.size, labels.kept)
+    mode = "r+" if done else "w+"
+    values = np.lib.format.open_memmap(labels.values_path, mode=mode, dtype=np.float16, shape=None if done else shape)
+    classes = None
+    if labels.topk is not None:
+        kind = np.int16 if labels.classes <= 32767 else np.int32
+        classes = np.lib.format.open_memmap(labels.classes_path, mode=mode, dtype=kind, shape=None if done else shape)
+    device = torch.device(device)
+    fmt = memory_format(teacher, device)
+    net = folded(teacher.to(device, memory_format=fmt).eval()).to(memory_format=fmt)
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    _, height, width, _ = images.shape
+    dtype = autocast_dtype(device, amp, net, (min(batch, len(images)), 3, height, width), train=False)
+    bar = tqdm(total=labels.epochs, initial=done, desc="shared soft labels", unit="epoch", disable=not progress,
+               leave=False)
+    for epoch in range(done, labels.epochs):
+        boxes, flips = epoch_crops(labels.seed, epoch, labels.size, height, width)
+        for start in range(0, labels.size, batch):
+            rows = torch.arange(start, min(start + batch, labels.size))
+            x = aug.crop_flip_normalize(pixels, rows, boxes[rows], flips[rows], mean, std).contiguous(memory_format=fmt)
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = net(x).float()
+            if classes is None:
+                values[epoch, start:start + len(rows)] = out.cpu().numpy()
+            else:
+                top = out.topk(labels.kept, dim=1)
+                values[epoch, start:start + len(rows)] = top.values.cpu().numpy()
+                classes[epoch, start:start + len(rows)] = top.indices.cpu().numpy()
+        if epoch + 1 == labels.epochs or (epoch + 1) % 10 == 0:  # saved: a resume starts after this epoch
+            values.flush()
+            if classes is not None:
+                classes.flush()
+            write_json(labels.record_path, {"settings": labels.identity(), "epochs_done": epoch + 1})
+        bar.update()
+    bar.close()
+    del values, classes
+
+
+class SharedLabelLoader:
+    """Iterate → (x, y, idx, target): the epoch's shared crops of the final set, in this run's order
+    (its seed), with the stored teacher logits (float32; classes outside a top K at FILL)."""
+
+    def __init__(self, labels: SharedLabels, images: np.ndarray, targets_y, ids, mean, std, batch_size: int,
+                 seed: int, device="cpu"):
+        if len(images) != labels.size:
+            raise ValueError(f"the shared soft labels are of a set of {labels.size} images, not {len(images)}")
+        self.labels, self.seed, self.batch_size = labels, seed, batch_size
+        self.device = torch.device(device)
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        self.y = torch.as_tensor(np.asarray(targets_y), dtype=torch.int64).to(self.device)
+        self.ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64).to(self.device)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.values, self.classes = labels.open()
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(self.labels.size / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        if epoch >= self.labels.epochs:
+            raise ValueError(f"the shared soft labels hold {self.labels.epochs} epochs; epoch {epoch + 1} was asked")
+        _, height, width, _ = self.images.shape
+        boxes, flips = epoch_crops(self.labels.seed, epoch, self.labels.size, height, width)
+        order = epoch_order(self.labels.size, self.seed, epoch, shuffle=True)
+        values = torch.from_numpy(np.array(self.values[epoch]))
+        classes = None if self.classes is None else torch.from_numpy(np.asarray(self.classes[epoch]).astype(np.int64))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            x = aug.crop_flip_normalize(self.images, rows, boxes[rows], flips[rows], self.mean, self.std)
+            target = values[rows].float()
+            if classes is not None:
+                full = torch.full((len(rows), self.labels.classes), FILL)
+                target = full.scatter_(1, classes[rows], target)
+            dev_rows = rows.to(self.device)
+            yield x, self.y[dev_rows], self.ids[dev_rows], target.to(self.device)
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free bytes on the file system of PATH (its nearest existing parent)."""
+    import shutil
+
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
