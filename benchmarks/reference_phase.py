@@ -4,8 +4,10 @@ Used by `fastccfs bench curriculum` and the benchmarks to measure fastccfs again
 `fastccfs run`. It reproduces the reference's costs, not its code:
   - training: a Dataset that builds a PIL image per sample (as torchvision's CIFAR10 does), PIL-level
     RandomResizedCrop + flip, ToTensor + Normalize per sample, a DataLoader with 4 workers that are
-    re-created every epoch (no persistent workers), fp32, eager, the teacher's forward in fp32, KD
-    loss, SGD with LinearLR warm-up + CosineAnnealingLR stepped per epoch;
+    re-created every epoch (no persistent workers; 4 as the reference's scripts pass, or the count measured
+    fastest here: fastest_workers), fp32, eager, the teacher's forward in fp32, KD
+    loss, SGD with LinearLR warm-up + CosineAnnealingLR stepped per epoch; an evaluation run adds a
+    test pass (PIL + ToTensor + Normalize per image) after every epoch past 0.8·epochs;
   - inference: the full train split held as a normalised fp32 tensor (built once, outside the phase,
     as the reference does at start-up), filter forward in fp32 in batches of 256, logits concatenated;
   - selection: index lists, Python set algebra, per-class bucketing in a Python loop over a torch
@@ -45,8 +47,27 @@ def normalised_tensor(store) -> torch.Tensor:
     return (x - mean) / std
 
 
+def test_accuracy(model, store, batch_size=256, num_workers=4, device="cpu") -> float:
+    """The reference's test pass: a DataLoader over the test split, ToTensor + Normalize per PIL image."""
+    import torchvision.transforms as T
+
+    transform = T.Compose([T.ToTensor(), T.Normalize(store.mean, store.std)])
+    loader = DataLoader(PILImages(store.images, store.labels, np.arange(len(store)), transform),
+                        batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+    model.train()
+    return correct / len(store)
+
+
 def train(model, teacher, store, indices, epochs, lr, batch_size, seed, device="cpu", momentum=0.9,
-          weight_decay=5e-4, warmup_epochs=5, temperature=20.0, num_workers=4):
+          weight_decay=5e-4, warmup_epochs=5, temperature=20.0, num_workers=4, test_store=None,
+          evaluate_from=0.8):
+    """KD training the reference's way; with TEST_STORE (an evaluation run) a test pass after every epoch
+    > evaluate_from·epochs and after the last, as the reference's evaluation does."""
     import torchvision.transforms as T
 
     torch.manual_seed(seed)
@@ -66,7 +87,7 @@ def train(model, teacher, store, indices, epochs, lr, batch_size, seed, device="
     model.to(device).train()
     teacher.to(device).eval()
     images = 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for x, _y in loader:  # iterating a non-persistent DataLoader starts its workers anew each epoch
             x = x.to(device)
             t_out = teacher(x)
@@ -78,7 +99,22 @@ def train(model, teacher, store, indices, epochs, lr, batch_size, seed, device="
             optimizer.step()
             images += len(x)
         scheduler.step()
+        if test_store is not None and (epoch > evaluate_from * epochs or epoch == epochs - 1):
+            test_accuracy(model, test_store, num_workers=num_workers, device=device)
     return images
+
+
+def fastest_workers(model, teacher, store, indices, batch_size, seed, device="cpu", candidates=(0, 1, 2, 4)) -> dict:
+    """The DataLoader worker count that trains one epoch of INDICES fastest here (the baseline's best
+    honest setting: workers re-created every epoch, as the reference's loop does): {workers: seconds}."""
+    import copy
+
+    seconds = {}
+    for workers in candidates:
+        t = time.perf_counter()
+        train(copy.deepcopy(model), teacher, store, indices, 1, 0.01, batch_size, seed, device, num_workers=workers)
+        seconds[workers] = time.perf_counter() - t
+    return seconds
 
 
 @torch.no_grad()
@@ -106,11 +142,12 @@ def select(predicted, labels_all, teacher_correct_idx, selected_idx, scores, k, 
 
 
 def phase(model, teacher, store, images_og, indices, teacher_correct_idx, scores, k, epochs, lr, batch_size,
-          seed, device="cpu", weight_decay=5e-4) -> tuple[list[int], dict]:
+          seed, device="cpu", weight_decay=5e-4, num_workers=4) -> tuple[list[int], dict]:
     """One phase; returns the picks and the wall-clock of each stage."""
     seconds = {}
     t = time.perf_counter()
-    images = train(model, teacher, store, indices, epochs, lr, batch_size, seed, device, weight_decay=weight_decay)
+    images = train(model, teacher, store, indices, epochs, lr, batch_size, seed, device, weight_decay=weight_decay,
+                   num_workers=num_workers)
     seconds["train"], t = time.perf_counter() - t, time.perf_counter()
     logits = infer(model, images_og, device=device)
     seconds["inference"], t = time.perf_counter() - t, time.perf_counter()

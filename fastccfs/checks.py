@@ -4,12 +4,15 @@ library), and, given the train store, the inputs against it. A bad input is foun
 a 200-epoch teacher; the run directory is not made until these pass."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from fastccfs import registry, selection
 from fastccfs.config import RANGES, RunConfig, choices_of, in_range
 from fastccfs.errors import UserError
 from fastccfs.models import create_model, load_checkpoint
+from fastccfs.rundir import Layout
 from fastccfs.scores import load_scores, score_kind
 from fastccfs.store import Store
 
@@ -87,3 +90,24 @@ def scores_from_file(cfg: RunConfig, train: Store, teacher_trained_here: bool) -
         return None
     raise UserError(f"the {cfg.score} score needs --scores FILE (e.g. the published scores), or, for "
                     "forgetting, a teacher trained by this run (omit --teacher); or use --score logits")
+
+
+def check_resources(cfg: RunConfig, train: Store, out) -> None:
+    """What the run will store, against the room it has, before any work: the shared soft labels
+    (memory-mapped in the run folder, so the disk holds them; one epoch at a time is read into memory)."""
+    from fastccfs.evaluation import soft_label_bytes
+    from fastccfs.soft_labels import describe, free_bytes
+
+    real = registry.get("method", cfg.method).real_per_class(cfg)
+    final = len(train) if real is None else cfg.ipc * train.num_classes
+    need = soft_label_bytes(cfg, final, train.num_classes)
+    if not need:
+        return
+    have = free_bytes(out)
+    labels = Path(out) / Layout.SOFT_LABELS
+    if (labels.is_file() and labels.stat().st_size >= need) or need <= have:  # generated earlier, or room
+        return
+    raise UserError(f"--soft-labels shared stores {describe(need)} of teacher logits ({cfg.eval_epochs or cfg.epochs} "
+                    f"epochs × {final} images × {train.num_classes} classes, fp16) in {out}, but {describe(have)} "
+                    "are free there: pass --soft-labels-topk K, fewer --eval-epochs, or another --out")
+

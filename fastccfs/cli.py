@@ -106,6 +106,19 @@ def _bench(args) -> None:
         write_json(args.json, result)
 
 
+def _bench_whole(args) -> None:
+    from fastccfs.atomic import write_json
+    from fastccfs.bench_whole import bench_whole, format_whole
+
+    result = bench_whole(args.dataset, args.ipc, model=args.model, measure_epochs=args.measure_epochs,
+                         teacher_path=args.teacher, teacher_model=args.teacher_model, scores_path=args.scores,
+                         root=args.root, cache=args.cache, work=args.work, seed=args.seed, device=args.device,
+                         progress=not args.quiet)
+    print(format_whole(result))
+    if args.json:
+        write_json(args.json, result)
+
+
 def _bench_run(args) -> None:
     """The whole pipeline at the given settings; its timings.json as a table. Without --out the run goes to
     a temporary folder that is removed afterwards."""
@@ -289,6 +302,30 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu [default: cuda if present]")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_bench, subparser=p)
+
+    p = bench.add_parser("whole", help="every stage of a run (phases, evaluation) by fastccfs and by the reference's "
+                                       "way, side by side, extrapolated from M epochs per training",
+                         description="The whole CCFS run at the dataset preset's settings with a given teacher and "
+                                     "score file: each phase at its set size and every evaluation run, fastccfs "
+                                     "(both --soft-labels modes, --eval-jobs auto) against the reference's way.")
+    p.add_argument("dataset", help=dataset_help())
+    p.add_argument("--ipc", type=int, required=True, metavar="N", help="images per class of the final set")
+    p.add_argument("--model", default=None, metavar="MODEL", help="filter and evaluation model [default: the preset's]")
+    p.add_argument("--measure-epochs", type=int, default=5, metavar="M",
+                   help="epochs measured per training, scaled to the preset's (5 keeps the test passes' share of "
+                        "an evaluation run: epochs > 0.8·epochs) [default: 5]")
+    p.add_argument("--teacher", required=True, help="a teacher checkpoint")
+    p.add_argument("--teacher-model", default=None, metavar="MODEL", help="its architecture [default: the preset's]")
+    p.add_argument("--scores", required=True, help="score file (e.g. the published forgetting scores)")
+    p.add_argument("--work", default=None, help="folder for the measurements so far (a killed benchmark resumes) "
+                                                "[default: CACHE/bench-whole-DATASET-IPC-MODEL]")
+    p.add_argument("--json", default=None, help="write the result to this file [default: print only]")
+    p.add_argument("--root", default=".", help="folder holding the dataset [default: .]")
+    p.add_argument("--cache", default=None, help="store folder [default: $FASTCCFS_CACHE or ~/.cache/fastccfs]")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="[default: 0]")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu [default: cuda if present]")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_bench_whole, subparser=p)
 
     p = bench.add_parser("run", help="the whole pipeline at given settings; prints its wall-clock per stage",
                          description="`fastccfs run` with the same settings, then its timings.json as a table.")

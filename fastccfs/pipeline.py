@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fastccfs import distributed, registry
 from fastccfs.atomic import write_json
-from fastccfs.checks import validate
+from fastccfs.checks import check_resources, validate
 from fastccfs.config import RunConfig
 from fastccfs.context import Context, WorkPlan
 from fastccfs.evaluation import stage_eval
@@ -68,6 +68,7 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
     with distributed.rank0_first():  # rank 0 decodes into the shared cache, the others open its result
         stores = convert(cfg.dataset, cfg.root, cfg.cache, progress=progress)
         validate(cfg, stores["train"])  # and those against the train store, before any training
+        check_resources(cfg, stores["train"], run_dir.path)
         if registry.get("backend", cfg.loader).form is not None:  # the backend reads its own form of the stores
             from fastccfs.formats import convert_store
 
