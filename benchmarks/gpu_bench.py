@@ -7,7 +7,10 @@
   - loader images/s into the GPU at 64 px: tensor (resident), torch DataLoader, FFCV, DALI `mixed`;
   - one CCFS phase (fastccfs's own curriculum_phase) on random Tiny-ImageNet-shaped data (100,000 × 64 × 64,
     200 classes, IPC 100, α 0.2) and the projected wall-clock of the three phases of
-    `fastccfs run tiny-imagenet --ipc 100` (100 epochs per phase, as the paper's Table 9).
+    `fastccfs run tiny-imagenet --ipc 100` (100 epochs per phase, as the paper's Table 9);
+  - the whole run at a small scale (`fastccfs bench whole` on random 64 px data, ResNet-18: every phase and
+    the evaluation with `--eval-jobs auto` — processes sharing the GPU — in both soft-label modes, against
+    the reference's way), 2 measured epochs scaled to 100.
 `--smoke` shrinks every size so that the script runs on a CPU in a minute or two (CI runs it so).
 """
 from __future__ import annotations
@@ -190,6 +193,27 @@ def ccfs_phase(device, n, classes, ipc, epochs) -> dict:
             "projection": "Σ_j set_j × 100 epochs / measured KD images/s + 3 × (inference + selection)"}
 
 
+def whole_run(device, n, classes, ipc, epochs, measure, num_eval) -> dict:
+    """`fastccfs bench whole` at a small scale on random 64 px data with a ResNet-18 (random-init teacher
+    and random scores: the speed does not depend on them): every phase, the evaluation with
+    `--eval-jobs auto` and both soft-label modes, against the reference's way."""
+    from fastccfs.bench_whole import bench_whole
+    from fastccfs.models import save_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        random_stores(tmp, n, 64, classes)
+        torch.manual_seed(0)
+        teacher = tmp / "teacher.pt"
+        save_checkpoint(create_model("resnet18", classes, 64), teacher)
+        scores = tmp / "scores.npy"
+        np.save(scores, np.random.default_rng(0).integers(0, 50, n) * 0.2)
+        return bench_whole(str(tmp / "random64.npz"), ipc, model="resnet18", measure_epochs=measure,
+                           teacher_path=teacher, teacher_model="resnet18", scores_path=scores, cache=tmp / "cache",
+                           work=tmp / "work", device=str(device), progress=False,
+                           settings={"epochs": epochs, "num_eval": num_eval, "alpha": 0.2})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a CPU (CI)")
@@ -220,6 +244,8 @@ def main() -> None:
     result["loaders_64px"] = loader_rates(device, 512 if smoke else 50_000, 64, 1 if smoke else 3)
     result["ccfs_phase_tiny_ipc100"] = (ccfs_phase(device, 300, 20, 10, 1) if smoke
                                         else ccfs_phase(device, 100_000, 200, 100, 2))
+    result["whole_run_64px"] = (whole_run(device, 300, 10, 5, 2, 1, 2) if smoke
+                                else whole_run(device, 20_000, 100, 20, 100, 2, 3))
     gpus = torch.cuda.device_count()
     result["multi_gpu"] = (multi_gpu_scaling(gpus) if gpus > 1 and not smoke
                            else f"not run: {gpus} GPU(s) (runs when more than one is present)")

@@ -52,13 +52,15 @@ class RunResult:
 
 
 def run(dataset: str, ipc: int | None = None, out: str | os.PathLike | None = None, *, config: str | None = None,
-        device: str | None = None, progress: bool = True, **settings) -> RunResult:
+        device: str | None = None, progress: bool = True, plan: bool = False, **settings) -> RunResult | dict:
     """CCFS end to end, exactly as `fastccfs run DATASET --ipc IPC --out OUT ...`.
 
     settings: any RunConfig field (fastccfs run --help lists them), e.g. epochs=20, alpha=0.1,
     eval_models=["resnet18"]; they override RunConfig's defaults, the dataset's presets and `config`.
     out: the run directory (default runs/<dataset>-ipc<N>-<time>); a run there with the same settings
     is resumed, one with other settings refused.
+    plan=True: only the plan — the stages still to do, their image-epochs and estimated seconds on this
+    machine (fastccfs.plan) — printed and returned as a dict; nothing is written to OUT.
     """
     from fastccfs.config import resolve_run_config
     from fastccfs.datasets import check_name
@@ -74,6 +76,8 @@ def run(dataset: str, ipc: int | None = None, out: str | os.PathLike | None = No
         if distributed.launched():  # one directory for the job: rank 0's clock names it
             device = distributed.init(device)
             out = distributed.broadcast(out)
+    if plan:
+        return run_pipeline(cfg, Path(out), device=device, progress=progress, plan_only=True)["plan"]
     run_pipeline(cfg, Path(out), device=device, progress=progress)
     return RunResult.load(out)
 

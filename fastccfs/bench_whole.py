@@ -68,7 +68,8 @@ class Parts:
 
 def bench_whole(dataset: str, ipc: int, *, model: str | None = None, measure_epochs: int = 5, teacher_path=None,
                 teacher_model: str | None = None, scores_path=None, root=".", cache=None, work=None, seed: int = 0,
-                device=None, progress: bool = True) -> dict:
+                device=None, progress: bool = True, settings: dict | None = None) -> dict:
+    """See the module's docstring. settings: run settings over the preset's (e.g. a smaller scale)."""
     from fastccfs import distributed, kernels, selection
     from fastccfs.bench import _bench_teacher, _reference_module
     from fastccfs.config import resolve_run_config
@@ -83,7 +84,7 @@ def bench_whole(dataset: str, ipc: int, *, model: str | None = None, measure_epo
         if path is None or not Path(path).is_file():
             raise UserError(f"bench whole needs {flag} FILE (a teacher checkpoint and a score file, the published "
                             f"kind: teacher training is not part of the run it measures); {path} is not a file")
-    settings = {"seed": seed, "filter_test": False, "soft_labels": "online"}
+    settings = {**(settings or {}), "seed": seed, "filter_test": False, "soft_labels": "online"}
     for name, value in (("model", model), ("teacher_model", teacher_model)):
         if value is not None:
             settings[name] = value

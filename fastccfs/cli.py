@@ -42,6 +42,10 @@ def _run(args) -> None:
 
     settings = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name not in ("dataset", "ipc")}
     start = time.perf_counter()
+    if args.plan:  # printed by the pipeline; nothing written
+        run(args.dataset, args.ipc, args.out, config=args.config, device=args.device, progress=True, plan=True,
+            **settings)
+        return
     result = run(args.dataset, args.ipc, args.out, config=args.config, device=args.device,
                  progress=not args.quiet, **settings)
     from fastccfs import distributed
@@ -248,6 +252,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                        description="Every setting defaults to fastccfs.config.RunConfig's, then configs/<dataset>.yaml and its "
                                    "IPC preset, then --config FILE, then these flags.")
     _add_run_arguments(p, argv, "run directory (default runs/<dataset>-ipc<N>-<time>); resumable")
+    p.add_argument("--plan", action="store_true", help="print the plan (stages, image-epochs, estimated time on this "
+                                                       "machine) and exit; the run folder is not touched")
     p.set_defaults(func=_run, subparser=p)
 
     p = sub.add_parser("distill", help="recover a distilled set from a teacher (CDA), in the SRe²L/CDA layout",

@@ -104,11 +104,25 @@ def _cache_file():
     return default_cache() / "eval_jobs.json"
 
 
-def decide(requested: str, runs: int, device: torch.device, step_probe, key: str) -> dict:
+def decide_for_run(cfg, ctx, final_size: int, runs: int) -> dict:
+    """decide() for a run's evaluation: RUNS runs of the first evaluation model on FINAL_SIZE images, at the
+    run's batch, with the teacher's forward in each step unless the soft labels are shared."""
+    from fastccfs.plan import train_step_seconds
+    from fastccfs.trainer import batch_size_for
+
+    batch = min(cfg.batch_size or batch_size_for(final_size, len(ctx.train)), final_size)
+    teacher = None if cfg.soft_labels == "shared" else cfg.teacher_model
+    size = ctx.train.image_size[0]
+    probe = (train_step_seconds, (cfg.eval_models[0], teacher, ctx.num_classes, size, batch, cfg.amp, str(ctx.device)))
+    return decide(cfg.eval_jobs, runs, ctx.device, probe,
+                  f"{cfg.eval_models[0]}|batch {batch}|{size} px|{ctx.num_classes} classes|{cfg.soft_labels}")
+
+
+def decide(requested: str, runs: int, device: torch.device, probe, key: str) -> dict:
     """The number of runs to train at once: REQUESTED ("auto" or N), for RUNS runs on DEVICE.
 
-    step_probe(threads) → (module-level function, its arguments): seconds per training step of one run
-    with THREADS threads. Returns {"jobs", "threads_per_job", "source", "measured_s_per_step"?}."""
+    probe: (module-level function, its arguments) → seconds per training step of one run, in a process
+    whose thread count is set. Returns {"jobs", "threads_per_job", "source", "measured_s_per_step"?}."""
     threads = torch.get_num_threads()
     if requested != "auto":
         jobs = max(1, min(int(requested), runs))
@@ -123,7 +137,7 @@ def decide(requested: str, runs: int, device: torch.device, step_probe, key: str
         cached = None
     if isinstance(cached, dict) and cached.get("jobs") in options:
         return {**cached, "source": "measured earlier on this machine"}
-    measured = {n: measure(n, step_probe, threads_per_job(n, threads)) for n in options}
+    measured = {n: measure(n, probe, threads_per_job(n, threads)) for n in options}
     rounds = {n: math.ceil(runs / n) * s for n, s in measured.items()}
     jobs = min(rounds, key=rounds.get)
     decision = {"jobs": jobs, "threads_per_job": threads_per_job(jobs, threads),
@@ -145,9 +159,9 @@ def decide(requested: str, runs: int, device: torch.device, step_probe, key: str
     return {**decision, "source": "measured"}
 
 
-def measure(jobs: int, step_probe, threads: int) -> float:
+def measure(jobs: int, probe, threads: int) -> float:
     """Seconds per training step of one run while JOBS runs step at once (each with THREADS threads)."""
-    probe, args = step_probe(threads)
+    probe, args = probe
     if jobs == 1:
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)

@@ -76,57 +76,6 @@ def evaluation_run(live, job, slot) -> tuple:
              "threads": torch.get_num_threads(), "rank": distributed.rank()})
 
 
-def step_probe(ctx: Context, final: SyntheticSet, teacher, shared: SharedLabels | None) -> tuple:
-    """(eval_jobs.decide's probe, the batch): one training step of the first evaluation model at its batch
-    shape (with the teacher's forward under online soft labels)."""
-    from fastccfs.trainer import batch_size_for
-
-    cfg = ctx.cfg
-    batch = min(cfg.batch_size or batch_size_for(len(final), len(ctx.train)), len(final))
-    state = None if shared is not None or teacher is None else {k: v.cpu() for k, v in teacher.state_dict().items()}
-    args = (cfg.eval_models[0], cfg.teacher_model, state, ctx.num_classes, ctx.train.image_size[0], batch, cfg.amp,
-            str(ctx.device))
-    return (lambda threads: (_probe_steps, args)), batch
-
-
-def _probe_steps(model_name, teacher_name, teacher_state, classes, size, batch, amp, device, barrier=None) -> float:
-    from fastccfs.models import create_model, folded, memory_format
-    from fastccfs.precision import autocast_dtype
-    from fastccfs.trainer import kd_loss
-
-    device = torch.device(device)
-    torch.manual_seed(0)
-    model = create_model(model_name, classes, size)
-    fmt = memory_format(model, device)
-    model.to(device, memory_format=fmt).train()
-    teacher = None
-    if teacher_state is not None:
-        teacher = create_model(teacher_name, classes, size)
-        teacher.load_state_dict(teacher_state)
-        teacher = folded(teacher.to(device, memory_format=fmt).eval()).to(memory_format=fmt)
-    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
-    target = torch.randn(batch, classes, device=device)
-    dtype = autocast_dtype(device, amp, model, tuple(x.shape), train=True, teacher=teacher)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step():
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(x)
-            if teacher is not None:
-                with torch.no_grad():
-                    goal = teacher(x)
-            else:
-                goal = target
-            loss = kd_loss(logits, goal, 4.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    return eval_jobs.time_steps(step, barrier=barrier)
-
-
 def shared_labels(ctx: Context, final: SyntheticSet, epochs: int) -> SharedLabels:
     cfg = ctx.cfg
     return SharedLabels(str(ctx.out), epochs, len(final), ctx.num_classes, cfg.soft_labels_topk,
@@ -161,10 +110,8 @@ def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> d
             run_dir.timings["soft_labels"] = round(time.perf_counter() - t, 3)
     if jobs:
         per_rank = -(-len(jobs) // distributed.world_size())
-        probe, batch = step_probe(ctx, final, teacher, shared)
-        key = f"{cfg.eval_models[0]}|batch {batch}|{ctx.train.image_size[0]} px|{cfg.soft_labels}"
         decision = distributed.broadcast(  # rank 0 decides, every rank runs its choice
-            eval_jobs.decide(cfg.eval_jobs, per_rank, ctx.device, probe, key) if distributed.is_main() else None)
+            eval_jobs.decide_for_run(cfg, ctx, len(final), per_rank) if distributed.is_main() else None)
         run_dir.decisions["eval_jobs"] = decision
         ctx.log(f"evaluation: {len(jobs)} run(s), {decision['jobs']} at a time per process "
                 f"({decision['threads_per_job']} thread(s) each; {decision['source']})")
@@ -200,10 +147,13 @@ def _run_jobs(ctx: Context, jobs: list, state: EvalState, decision: dict, run_di
             t = time.perf_counter()
             records = [rec for part in distributed.gather(workers.run(mine) if mine else []) for rec in part]
             for name, r, wall, record in records:
-                write_json(run_dir.eval_file(name, r), record, via=rank0_path)
-                run_dir.timings[f"eval_{name}_{r}"] = round(wall, 3)
+                write_json(run_dir.eval_file(name, r), {**record, "wall_s": round(wall, 3)}, via=rank0_path)
+            wall = time.perf_counter() - t
+            # The stage's wall-clock, summed over its rounds (and the attempts of a resumed run); each run's
+            # own time is in its record (runs side by side overlap: their sum is not the stage's time).
+            run_dir.timings["evaluation"] = round(run_dir.timings.get("evaluation", 0.0) + wall, 3)
             if ctx.work:  # the rate of the rounds so far says how long the rest will take
-                ctx.work.finished(len(records) * len(state.final) * state.epochs, time.perf_counter() - t)
+                ctx.work.finished(len(records) * len(state.final) * state.epochs, wall)
             run_dir.save_timings()
 
 

@@ -53,11 +53,12 @@ def plan_work(ctx: Context, run_dir: RunDir) -> WorkPlan:
     return work
 
 
-def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> dict:
+def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True, plan_only: bool = False) -> dict:
     """Every stage of CCFS (or a baseline) into the run directory OUT; resumes a run started there.
 
     Everything that can be checked without computing is checked before the directory is made, and a run
-    that fails before finishing its first stage leaves no directory behind."""
+    that fails before finishing its first stage leaves no directory behind. plan_only: print the plan (the
+    stages still to do, their image-epochs and estimated time) and return it; the run folder is not touched."""
     validate(cfg)  # every check that needs no data, before anything is written
     device = distributed.init(device)  # under torchrun: join the job; every rank runs every stage
     progress = progress and distributed.is_main()
@@ -76,6 +77,13 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True) -> 
                 convert_store(store, cfg.loader, progress=progress)
     convert_s = time.perf_counter() - t  # opening the stores when they exist, decoding the dataset when not
     data = run_dir.check_data(stores)
+    if plan_only:
+        from fastccfs.plan import build_plan, format_plan
+
+        plan = build_plan(Context(cfg, None, stores["train"], stores["test"], device, progress), run_dir)
+        if distributed.is_main():
+            print(format_plan(plan, cfg), flush=True)
+        return {"plan": plan}
     main = distributed.is_main()
     try:
         if main:
@@ -116,6 +124,12 @@ def _run_stages(cfg: RunConfig, run_dir: RunDir, stores: dict, device, progress:
         return finished
     ctx.work = plan_work(ctx, run_dir)
     ctx.log(f"fastccfs run {cfg.dataset}, IPC {cfg.ipc}, {cfg.method} → {out} ({device})")
+    if distributed.is_main():  # the wait, known before the first expensive step (timings.json keeps it)
+        from fastccfs.plan import build_plan, format_plan
+
+        plan = build_plan(ctx, run_dir)
+        ctx.log(format_plan(plan, cfg))
+        run_dir.decisions["plan"] = plan
     run_dir.timings["compile_kernels"] = round(kernels.warm_up(), 3)  # numba: compiled once, then cached on disk
     with run_dir.timed("teacher"):
         teacher, teacher_pred = stage_teacher(ctx)
@@ -128,6 +142,11 @@ def _run_stages(cfg: RunConfig, run_dir: RunDir, stores: dict, device, progress:
     final.save(out / Layout.SYNTHETIC, ctx.train, via=distributed.rank0_path)
     summary = stage_eval(ctx, final, teacher, run_dir) if cfg.num_eval else {"set_size": len(final), "ipc": cfg.ipc,
                                                                              "models": {}}
+    if "plan" in run_dir.decisions:  # the estimate next to the real time
+        from fastccfs.plan import with_measured
+
+        run_dir.decisions["plan"] = with_measured(run_dir.decisions["plan"], run_dir.timings)
+        run_dir.save_timings()
     from fastccfs.report import build_report
 
     if cfg.report and distributed.is_main():  # a sweep of many runs (benchmarks/study.py) skips each run's figures

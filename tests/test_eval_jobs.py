@@ -163,11 +163,10 @@ def test_auto_measures_once_per_machine_and_keeps_the_faster(tmp_path, monkeypat
 
     monkeypatch.setenv("FASTCCFS_CACHE", str(tmp_path))
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    probe = lambda threads: (_constant_probe, (0.01,))  # noqa: E731
+    probe = (_constant_probe, (0.01,))
     decision = eval_jobs.decide("auto", 5, torch.device("cpu"), probe, "model|batch 64")
     assert decision["jobs"] == 2 and decision["threads_per_job"] == 1 and decision["source"] == "measured"
     assert decision["predicted_relative_time"] == {"1": 1.0, "2": 0.6}  # 3 rounds instead of 5
-    again = eval_jobs.decide("auto", 5, torch.device("cpu"), lambda threads: pytest.fail("measured again"),
-                             "model|batch 64")
+    again = eval_jobs.decide("auto", 5, torch.device("cpu"), None, "model|batch 64")  # no probe: not measured
     assert again["jobs"] == 2 and again["source"] == "measured earlier on this machine"
     assert eval_jobs.decide("3", 2, torch.device("cpu"), probe, "k")["jobs"] == 2  # no more jobs than runs

@@ -78,4 +78,4 @@ def test_report_shows_settings_readably_and_the_wall_clock(own_run):
     assert "<td>teacher</td><td>none</td>" in page and "None" not in page.split("report-data")[0]
     assert "<h2>Wall-clock</h2>" in page and "<td>phase_1.train</td>" in page
     stages = embedded(page)["timings"]["stages"]
-    assert {"convert", "teacher", "phase_1.train", "phase_2.inference", "phase_3.selection", "eval_convnet_bn_0"} <= set(stages)
+    assert {"convert", "teacher", "phase_1.train", "phase_2.inference", "phase_3.selection", "evaluation"} <= set(stages)
