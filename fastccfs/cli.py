@@ -278,7 +278,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_distill, subparser=p)
 
-    p = sub.add_parser("bench", help="benchmarks: `bench curriculum` (one CCFS phase vs a reference-style path), "
+    p = sub.add_parser("bench", help="benchmarks: `bench whole` (every stage of a run vs the reference's way), "
+                                     "`bench curriculum` (one CCFS phase vs a reference-style path), "
                                      "`bench run` (the pipeline's wall-clock per stage)")
     bench = p.add_subparsers(dest="bench", required=True)
     p = bench.add_parser("curriculum", help="one phase by fastccfs and by the reference's way, per-stage ratios",

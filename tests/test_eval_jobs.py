@@ -170,3 +170,22 @@ def test_auto_measures_once_per_machine_and_keeps_the_faster(tmp_path, monkeypat
     again = eval_jobs.decide("auto", 5, torch.device("cpu"), None, "model|batch 64")  # no probe: not measured
     assert again["jobs"] == 2 and again["source"] == "measured earlier on this machine"
     assert eval_jobs.decide("3", 2, torch.device("cpu"), probe, "k")["jobs"] == 2  # no more jobs than runs
+
+
+def test_plan_is_printed_kept_and_compared(own_run, cache, tmp_path, capsys):
+    """Every run keeps its plan (each stage's image-epochs and estimate) beside the measured times; --plan
+    prints it and exits without touching the run folder."""
+    plan = json.loads((own_run / "timings.json").read_text())["decisions"]["plan"]
+    assert list(plan["stages"]) == ["teacher", "phase_1", "phase_2", "phase_3", "evaluation"]
+    for row in plan["stages"].values():
+        assert row["estimate_s"] > 0 and row["measured_s"] > 0 and row["image_epochs"] > 0
+    assert plan["stages"]["phase_2"]["image_epochs"] == 2 * 100  # 2 epochs × (⌊α·IPC⌋ + k_1 = 4 + 6) × 10 classes
+    assert plan["estimate_s"] == pytest.approx(sum(r["estimate_s"] for r in plan["stages"].values()), abs=0.2)
+    assert plan["measured_s"] == pytest.approx(sum(r["measured_s"] for r in plan["stages"].values()), abs=0.2)
+    assert "plan: demo IPC 20" in (own_run / "run.log").read_text()
+    capsys.readouterr()
+    out = tmp_path / "planned"
+    assert run(cache, out, "--teacher-epochs", "2", "--num-eval", "1", "--plan") == 0
+    printed = capsys.readouterr().out
+    assert "teacher" in printed and "phase_3" in printed and "evaluation" in printed and "total" in printed
+    assert not out.exists()
