@@ -200,12 +200,12 @@ def _fast_eval(ctx, final, teacher, mode, folder: Path) -> dict:
     from fastccfs.rundir import RunDir
     from fastccfs.synthetic import SyntheticSet
 
-    from fastccfs.eval_jobs import decide_for_run
+    from fastccfs.plan import eval_jobs_for_run
 
     if folder.exists():
         shutil.rmtree(folder)
     cfg = dataclasses.replace(ctx.cfg, soft_labels=mode)
-    decide_for_run(cfg, ctx, len(final), cfg.num_eval)  # auto's one-time measurement (kept per machine): not timed
+    eval_jobs_for_run(cfg, ctx, len(final), cfg.num_eval)  # auto's one-time measurement (kept per machine): not timed
     run_dir = RunDir(folder, cfg)
     run_dir.create({})
     try:

@@ -13,13 +13,15 @@ made once per machine, model, batch shape and run count, and kept in CACHE/eval_
 """
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
+
+from fastccfs import machine_cache
 
 _worker: dict = {}  # in a worker process: what its runs need (set once by _start)
 
@@ -27,6 +29,20 @@ _worker: dict = {}  # in a worker process: what its runs need (set once by _star
 def threads_per_job(jobs: int, threads: int | None = None) -> int:
     """The threads of each of JOBS runs side by side: this process's threads, split."""
     return max(1, (threads or torch.get_num_threads()) // jobs)
+
+
+def set_threads(threads: int) -> int:
+    """Compute with THREADS threads: torch's and numba's (the loaders' crop kernels are parallel numba; left
+    at every core, runs side by side would oversubscribe the CPU). Returns the torch thread count before."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    except ImportError:
+        pass
+    return previous
 
 
 def candidates(runs: int, device: torch.device, threads: int) -> list[int]:
@@ -48,17 +64,16 @@ class Workers:
             self.local = make_state(state)
         else:
             self.pool = ProcessPoolExecutor(jobs, mp_context=_context(), initializer=_start,
-                                            initargs=(make_state, state, threads))
+                                            initargs=(make_state, state, threads, os.getpid()))
 
     def run(self, jobs: list) -> list:
         """The results of JOBS (at most N of them run at once), in job order."""
         if self.pool is None:
-            previous = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
+            previous = set_threads(self.threads)
             try:
                 return [self.work(self.local, job, None) for job in jobs]
             finally:
-                torch.set_num_threads(previous)
+                set_threads(previous)
         futures = [self.pool.submit(_run, self.work, job, slot % self.jobs) for slot, job in enumerate(jobs)]
         return [f.result() for f in futures]
 
@@ -84,12 +99,37 @@ def _context():
     return context
 
 
-def _start(make_state, state, threads: int) -> None:
-    from fastccfs.store import _die_with_parent
-
-    _die_with_parent()  # a killed run leaves no worker behind
-    torch.set_num_threads(threads)
+def _start(make_state, state, threads: int, main_pid: int | None = None) -> None:
+    if main_pid is not None:
+        _exit_with(main_pid)
+    set_threads(threads)
     _worker["state"] = make_state(state)
+
+
+def _exit_with(pid: int) -> None:
+    """End this worker as soon as process PID (the run) is gone, even in the middle of a run: a killed run
+    leaves no worker behind. (Workers are the forkserver's children, and each holds the forkserver's
+    liveness pipe, so neither the parent-death signal nor the forkserver would end them.)"""
+    import threading
+
+    def watch():
+        try:
+            import select
+
+            fd = os.pidfd_open(pid)  # Linux ≥ 5.3: readable when the process ends
+            select.select([fd], [], [])
+        except (AttributeError, OSError):
+            while True:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:  # alive, another user's: cannot happen for our parent
+                    pass
+                time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="fastccfs-exit-with-run").start()
 
 
 def _run(work, job, slot):
@@ -97,26 +137,6 @@ def _run(work, job, slot):
 
 
 # ------------------------------------------------------------------------------------------- auto
-
-def _cache_file():
-    from fastccfs.store import default_cache
-
-    return default_cache() / "eval_jobs.json"
-
-
-def decide_for_run(cfg, ctx, final_size: int, runs: int) -> dict:
-    """decide() for a run's evaluation: RUNS runs of the first evaluation model on FINAL_SIZE images, at the
-    run's batch, with the teacher's forward in each step unless the soft labels are shared."""
-    from fastccfs.plan import train_step_seconds
-    from fastccfs.trainer import batch_size_for
-
-    batch = min(cfg.batch_size or batch_size_for(final_size, len(ctx.train)), final_size)
-    teacher = None if cfg.soft_labels == "shared" else cfg.teacher_model
-    size = ctx.train.image_size[0]
-    probe = (train_step_seconds, (cfg.eval_models[0], teacher, ctx.num_classes, size, batch, cfg.amp, str(ctx.device)))
-    return decide(cfg.eval_jobs, runs, ctx.device, probe,
-                  f"{cfg.eval_models[0]}|batch {batch}|{size} px|{ctx.num_classes} classes|{cfg.soft_labels}")
-
 
 def decide(requested: str, runs: int, device: torch.device, probe, key: str) -> dict:
     """The number of runs to train at once: REQUESTED ("auto" or N), for RUNS runs on DEVICE.
@@ -131,10 +151,7 @@ def decide(requested: str, runs: int, device: torch.device, probe, key: str) -> 
     if len(options) == 1:
         return {"jobs": 1, "threads_per_job": threads, "source": "one candidate"}
     key = f"{key}|{device.type}|{threads} threads|{runs} runs"
-    try:
-        cached = json.loads(_cache_file().read_text()).get(key)
-    except (OSError, ValueError):
-        cached = None
+    cached = machine_cache.load("eval_jobs.json").get(key)
     if isinstance(cached, dict) and cached.get("jobs") in options:
         return {**cached, "source": "measured earlier on this machine"}
     measured = {n: measure(n, probe, threads_per_job(n, threads)) for n in options}
@@ -143,19 +160,7 @@ def decide(requested: str, runs: int, device: torch.device, probe, key: str) -> 
     decision = {"jobs": jobs, "threads_per_job": threads_per_job(jobs, threads),
                 "measured_s_per_step": {str(n): round(s, 5) for n, s in measured.items()},
                 "predicted_relative_time": {str(n): round(t / rounds[1], 3) for n, t in rounds.items()}}
-    try:
-        from fastccfs.atomic import write_json
-
-        path = _cache_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            cache = json.loads(path.read_text())
-        except (OSError, ValueError):
-            cache = {}
-        cache[key] = decision
-        write_json(path, cache)
-    except OSError:  # a read-only home: the decision holds for this run
-        pass
+    machine_cache.keep("eval_jobs.json", key, decision)
     return {**decision, "source": "measured"}
 
 
@@ -163,12 +168,11 @@ def measure(jobs: int, probe, threads: int) -> float:
     """Seconds per training step of one run while JOBS runs step at once (each with THREADS threads)."""
     probe, args = probe
     if jobs == 1:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
+        previous = set_threads(threads)
         try:
             return probe(*args)
         finally:
-            torch.set_num_threads(previous)
+            set_threads(previous)
     context = _context()
     barrier, results = context.Barrier(jobs), context.Queue()
     procs = [context.Process(target=_probe_worker, args=(probe, args, threads, barrier, results), daemon=True)
@@ -186,21 +190,5 @@ def measure(jobs: int, probe, threads: int) -> float:
 
 
 def _probe_worker(probe, args, threads, barrier, results) -> None:
-    torch.set_num_threads(threads)
+    set_threads(threads)
     results.put(probe(*args, barrier=barrier))
-
-
-def time_steps(step, steps: int = 6, warmup: int = 2, barrier=None) -> float:
-    """Seconds per call of STEP (the median), after WARMUP calls; with a barrier, every probe process
-    starts timing together."""
-    for _ in range(warmup):
-        step()
-    if barrier is not None:
-        barrier.wait()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]

@@ -21,6 +21,7 @@ from fastccfs.atomic import write_json
 from fastccfs.context import Context, train_on
 from fastccfs.distributed import rank0_path
 from fastccfs.loaders.sets import synthetic_arrays
+from fastccfs.plan import eval_jobs_for_run
 from fastccfs.rundir import Layout, RunDir
 from fastccfs.soft_labels import SharedLabels, describe, generate, nbytes
 from fastccfs.synthetic import SyntheticSet
@@ -111,7 +112,7 @@ def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> d
     if jobs:
         per_rank = -(-len(jobs) // distributed.world_size())
         decision = distributed.broadcast(  # rank 0 decides, every rank runs its choice
-            eval_jobs.decide_for_run(cfg, ctx, len(final), per_rank) if distributed.is_main() else None)
+            eval_jobs_for_run(cfg, ctx, len(final), per_rank) if distributed.is_main() else None)
         run_dir.decisions["eval_jobs"] = decision
         ctx.log(f"evaluation: {len(jobs)} run(s), {decision['jobs']} at a time per process "
                 f"({decision['threads_per_job']} thread(s) each; {decision['source']})")

@@ -31,7 +31,6 @@ def train_step_seconds(model_name: str, teacher_name: str | None, classes: int, 
     + SGD. kd False: cross-entropy (a teacher being trained). With a barrier (eval_jobs' probe processes),
     timing starts in every process together."""
     from fastccfs import augment as aug
-    from fastccfs.eval_jobs import time_steps
     from fastccfs.models import create_model, folded, memory_format
     from fastccfs.precision import autocast_dtype
     from fastccfs.trainer import kd_loss
@@ -77,7 +76,6 @@ def train_step_seconds(model_name: str, teacher_name: str | None, classes: int, 
 
 
 def infer_seconds_per_image(model_name: str, classes: int, size: int, batch: int, amp: str, device: str) -> float:
-    from fastccfs.eval_jobs import time_steps
     from fastccfs.models import create_model, folded, memory_format
     from fastccfs.precision import autocast_dtype
 
@@ -97,49 +95,48 @@ def infer_seconds_per_image(model_name: str, classes: int, size: int, batch: int
     return time_steps(step, steps=4, warmup=1) / batch
 
 
-def _cache_file():
-    from fastccfs.store import default_cache
+def time_steps(step, steps: int = 6, warmup: int = 2, barrier=None) -> float:
+    """Seconds per call of STEP (the median), after WARMUP calls; with a barrier, every probe process
+    starts timing together."""
+    for _ in range(warmup):
+        step()
+    if barrier is not None:
+        barrier.wait()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
 
-    return default_cache() / "step_times.json"
+
+def eval_jobs_for_run(cfg, ctx, final_size: int, runs: int) -> dict:
+    """eval_jobs.decide() for a run's evaluation: RUNS runs of the first evaluation model on FINAL_SIZE images, at the
+    run's batch, with the teacher's forward in each step unless the soft labels are shared."""
+    from fastccfs.eval_jobs import decide
+    from fastccfs.trainer import batch_size_for
+
+    batch = min(cfg.batch_size or batch_size_for(final_size, len(ctx.train)), final_size)
+    teacher = None if cfg.soft_labels == "shared" else cfg.teacher_model
+    size = ctx.train.image_size[0]
+    probe = (train_step_seconds, (cfg.eval_models[0], teacher, ctx.num_classes, size, batch, cfg.amp, str(ctx.device)))
+    return decide(cfg.eval_jobs, runs, ctx.device, probe,
+                  f"{cfg.eval_models[0]}|batch {batch}|{size} px|{ctx.num_classes} classes|{cfg.soft_labels}")
 
 
 def _cached(key: tuple, measure) -> float:
-    """A measurement made once per machine (kept in CACHE/step_times.json with the CPU and torch in its key),
-    so every later plan on the machine costs nothing to make."""
-    import json
-
-    from fastccfs.machine import cpu_name
-
-    key = "|".join(map(str, (cpu_name(), torch.__version__, *key)))
+    """A measurement made once per process. Not kept on disk: a step timed while the machine was busy would
+    mislead every later plan, and a few steps per model and batch cost seconds against a run's minutes."""
     if key not in _measured:
-        try:
-            stored = json.loads(_cache_file().read_text()).get(key)
-        except (OSError, ValueError):
-            stored = None
-        if isinstance(stored, float) and stored > 0:
-            _measured[key] = stored
-        else:
-            _measured[key] = measure()
-            try:
-                from fastccfs.atomic import write_json
-
-                path = _cache_file()
-                path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    cache = json.loads(path.read_text())
-                except (OSError, ValueError):
-                    cache = {}
-                cache[key] = _measured[key]
-                write_json(path, cache)
-            except OSError:  # a read-only home: kept for this process
-                pass
+        _measured[key] = measure()
     return _measured[key]
 
 
 def build_plan(ctx, run_dir=None) -> dict:
     """The stages still to do (all of them without RUN_DIR), each with its image-epochs and estimated
     seconds: {"stages": {name: {...}}, "estimate_s", "measure_s"}."""
-    from fastccfs import eval_jobs, selection
+    from fastccfs import selection
     from fastccfs.context import EVAL_BATCH
     from fastccfs.trainer import batch_size_for
 
@@ -194,19 +191,20 @@ def build_plan(ctx, run_dir=None) -> dict:
         seconds, image_epochs = 0.0, 0
         if shared:
             seconds += epochs * final * infer(cfg.teacher_model)
-        decision = eval_jobs.decide_for_run(cfg, ctx, final, len(runs))
+        decision = eval_jobs_for_run(cfg, ctx, final, len(runs))
         jobs, threads = decision["jobs"], decision["threads_per_job"]
         for model in cfg.eval_models:
             left = sum(1 for m, _ in runs if m == model)
             beside = (decision.get("measured_s_per_step") or {}).get(str(jobs)) if model == cfg.eval_models[0] else None
             if beside is None:  # measured in this process with a run's share of the threads
-                previous = torch.get_num_threads()
-                torch.set_num_threads(threads)
+                from fastccfs.eval_jobs import set_threads
+
+                previous = set_threads(threads)
                 try:
                     beside = step(model, teacher, b)
                     per_image = infer(model)
                 finally:
-                    torch.set_num_threads(previous)
+                    set_threads(previous)
             else:
                 per_image = infer(model) * jobs  # a test pass beside the other jobs: its share of the cores
             passes = sum(1 for e in range(epochs) if e > cfg.eval_from * epochs or e == epochs - 1)

@@ -14,14 +14,13 @@ computes in the same dtype (and so reproduces its numbers). `amp: bf16` / `off` 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from fastccfs import machine_cache
 from fastccfs.config import AMP_MODES
 from fastccfs.errors import UserError
 from fastccfs.machine import cpu_has_native_bf16, cpu_name
@@ -37,31 +36,9 @@ def _key(model: nn.Module, shape: tuple, kind: str) -> str:
             f"{params} params {'+'.join(norms)}|{'x'.join(map(str, shape))}|{kind}")
 
 
-def _cache_file() -> Path:
-    from fastccfs.store import default_cache
-
-    return default_cache() / "precision.json"
-
-
-def _load_cache() -> dict:
-    try:
-        return json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _remember(key: str, choice: str, timings: dict) -> None:
     _decided[key] = choice
-    path = _cache_file()
-    try:
-        from fastccfs.atomic import write_json
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cache = _load_cache()
-        cache[key] = {"dtype": choice, **timings}
-        write_json(path, cache)
-    except OSError:  # a read-only home: the decision still holds for this process
-        pass
+    machine_cache.keep("precision.json", key, {"dtype": choice, **timings})
 
 
 def _step(model: nn.Module, x: torch.Tensor, dtype, train: bool, teacher: nn.Module | None):
@@ -127,7 +104,7 @@ def autocast_dtype(device: torch.device, amp: str = "auto", model: nn.Module | N
         shape = (min(shape[0], 128), *shape[1:])  # inference speed per image barely depends on the batch
     key = _key(model, tuple(shape), kind + ("+teacher" if teacher is not None else ""))
     if key not in _decided:
-        stored = _load_cache().get(key)
+        stored = machine_cache.load("precision.json").get(key)
         if stored and stored.get("dtype") in ("bf16", "fp32"):
             _decided[key] = stored["dtype"]
         else:

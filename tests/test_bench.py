@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -31,6 +33,16 @@ def test_gpu_script_smoke_writes_its_json_without_the_path_python(tmp_path):
     assert all(v.get("images_per_s", 0) > 0 for v in result["loaders_64px"].values()), result["loaders_64px"]
     phase = result["ccfs_phase_tiny_ipc100"]
     assert set(phase["seconds"]) >= {"train", "inference", "selection"} and phase["projected_three_phases_s"] > 0
+    whole = result["whole_run_64px"]  # `fastccfs bench whole` end to end, both sides, both soft-label modes
+    assert list(whole["stages"]) == ["phase_1", "phase_2", "phase_3", "evaluation_online", "evaluation_shared"]
+    assert whole["extrapolated"] and whole["settings"]["num_eval"] == 2 and whole["stages"]["phase_2"]["set_size"] == 30
+    for mode in ("online", "shared"):
+        row = whole["total"][mode]
+        assert row["fast_s"] > 0 and row["reference_s"] > 0 and row["ratio"] == pytest.approx(
+            row["reference_s"] / row["fast_s"], rel=0.01)
+        assert sum(share["fast"] for share in whole["share"][mode].values()) == pytest.approx(1, abs=0.01)
+    assert whole["stages"]["evaluation_shared"]["soft_labels_s"] > 0 == whole["stages"]["evaluation_online"]["soft_labels_s"]
+    assert whole["reference"]["dataloader_workers"] in (0, 1, 2, 4)
 
 
 def _bench(tmp_path, cache, *extra, check=True):

@@ -18,6 +18,24 @@ from conftest import FAST, REPO, SCORES, need, run
 EVAL = ["--num-eval", "3", "--eval-epochs", "3"]
 
 
+def descendants(pid: int) -> set[int]:
+    """Every living process below PID (Linux /proc)."""
+    children = {}
+    for status in os.listdir("/proc"):
+        if status.isdigit():
+            try:
+                ppid = int(open(f"/proc/{status}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(status))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
 def records(out):
     return {p.name: json.loads(p.read_text()) for p in sorted((out / "eval").glob("*.json"))}
 
@@ -76,8 +94,14 @@ def test_run_killed_during_evaluation_resumes_to_the_same_runs(alone, cache, arg
     deadline = time.time() + 300
     while not (out / "eval" / "convnet_bn_1.json").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    helpers = descendants(proc.pid)  # the forkserver and the worker processes of the evaluation
+    assert len(helpers) >= 3
     os.kill(proc.pid, signal.SIGKILL)  # in the second round (run 3 of 3)
     proc.wait()
+    deadline = time.time() + 30
+    while any(os.path.exists(f"/proc/{p}") for p in helpers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in helpers if os.path.exists(f"/proc/{p}")], "workers outlived the killed run"
     assert sorted(records(out)) == ["convnet_bn_0.json", "convnet_bn_1.json"]
     first = {name: (out / "eval" / name).stat().st_mtime_ns for name in records(out)}
     assert subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode == 0
