@@ -136,28 +136,29 @@ def test_distillation_under_two_ranks_equals_one_process(tmp_path):
 
 def test_torchrun_runs_the_pipeline_and_writes_the_run_once(demo_stores, cache, tmp_path):
     """`torchrun --nproc_per_node 2 -m fastccfs run demo`: teacher and filters under DDP, evaluation runs
-    spread over the ranks (equal to the same runs in one process), one run directory."""
+    dealt to the ranks and run two at a time in each (ranks × jobs; bitwise equal to the same runs in one
+    process), one run directory."""
     out = tmp_path / "ddp"
-    result = torchrun("-m", "fastccfs", "run", "demo", "--cache", str(cache), "--out", str(out), *FAST,
-                      "--teacher-epochs", "1", "--num-eval", "2", "--amp", "off")
+    args = (*FAST, "--teacher-epochs", "1", "--num-eval", "4", "--eval-jobs", "2", "--amp", "off")
+    result = torchrun("-m", "fastccfs", "run", "demo", "--cache", str(cache), "--out", str(out), *args)
     assert result.returncode == 0, result.stderr[-3000:]
     timings = json.loads((out / "timings.json").read_text())
     assert timings["world_size"] == 2 and timings["backend"] == "gloo"
     assert {p["world_size"] for p in json.loads((out / "phases.json").read_text())} == {2}
     log = (out / "run.log").read_text()
     assert log.count("fastccfs run demo") == 1 and log.count("phase 1: set") == 1, "rank 0 alone writes the log"
-    assert {json.loads((out / "eval" / f"convnet_bn_{r}.json").read_text())["rank"] for r in (0, 1)} == {0, 1}
+    assert [json.loads((out / "eval" / f"convnet_bn_{r}.json").read_text())["rank"] for r in range(4)] == [0, 0, 1, 1]
+    assert timings["decisions"]["eval_jobs"]["jobs"] == 2
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     selected = json.loads((out / "selected_indices.json").read_text())["idx_selected"]
     assert len(selected) == len(set(selected)) == 10 * 20  # IPC 20: the random real start and three phases
     # the same command under torchrun again: every rank finds the finished stages, nothing is recomputed
     stamp = (out / "phase_3.npz").stat().st_mtime_ns
-    again = torchrun("-m", "fastccfs", "run", "demo", "--cache", str(cache), "--out", str(out), *FAST,
-                     "--teacher-epochs", "1", "--num-eval", "2", "--amp", "off")
+    again = torchrun("-m", "fastccfs", "run", "demo", "--cache", str(cache), "--out", str(out), *args)
     assert again.returncode == 0 and (out / "phase_3.npz").stat().st_mtime_ns == stamp, again.stderr[-2000:]
 
-    # The evaluation runs of the same final set in one process (1 thread, as each rank had) give the same
-    # accuracies: each run's seed alone decides it.
+    # The evaluation runs of the same final set in one process, one after another (1 thread, as each job had)
+    # are the same bit for bit: each run's seed and thread count alone decide it.
     from fastccfs.cli import main
 
     seq = tmp_path / "seq"
@@ -169,13 +170,14 @@ def test_torchrun_runs_the_pipeline_and_writes_the_run_once(demo_stores, cache, 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(["run", "demo", "--cache", str(cache), "--out", str(seq), *FAST, "--teacher-epochs", "1",
-                     "--num-eval", "2", "--amp", "off"]) == 0
+        assert main(["run", "demo", "--cache", str(cache), "--out", str(seq), *args[:-4], "--eval-jobs", "1",
+                     "--amp", "off"]) == 0
     finally:
         torch.set_num_threads(threads)
-    for r in (0, 1):
+    for r in range(4):
         a, b = (json.loads((d / "eval" / f"convnet_bn_{r}.json").read_text()) for d in (out, seq))
-        assert a["test_acc_by_epoch"] == b["test_acc_by_epoch"]
+        assert a["weights_sha256"] == b["weights_sha256"] and a["test_acc_by_epoch"] == b["test_acc_by_epoch"]
+        assert a["threads"] == b["threads"] == 1
 
 
 def test_a_dead_rank_ends_the_job_with_a_clear_error(demo_stores, cache, tmp_path):
