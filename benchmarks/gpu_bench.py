@@ -193,25 +193,25 @@ def ccfs_phase(device, n, classes, ipc, epochs) -> dict:
             "projection": "Σ_j set_j × 100 epochs / measured KD images/s + 3 × (inference + selection)"}
 
 
-def whole_run(device, n, classes, ipc, epochs, measure, num_eval) -> dict:
-    """`fastccfs bench whole` at a small scale on random 64 px data with a ResNet-18 (random-init teacher
-    and random scores: the speed does not depend on them): every phase, the evaluation with
-    `--eval-jobs auto` and both soft-label modes, against the reference's way."""
+def whole_run(device, n, classes, ipc, epochs, measure, num_eval, size=64, model="resnet18", **settings) -> dict:
+    """`fastccfs bench whole` at a small scale on random SIZE px data (random-init teacher and random scores:
+    the speed does not depend on them): every phase, the evaluation (`--eval-jobs auto` unless SETTINGS say
+    otherwise) in both soft-label modes, against the reference's way."""
     from fastccfs.bench_whole import bench_whole
     from fastccfs.models import save_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        random_stores(tmp, n, 64, classes)
+        random_stores(tmp, n, size, classes)
         torch.manual_seed(0)
         teacher = tmp / "teacher.pt"
-        save_checkpoint(create_model("resnet18", classes, 64), teacher)
+        save_checkpoint(create_model(model, classes, size), teacher)
         scores = tmp / "scores.npy"
         np.save(scores, np.random.default_rng(0).integers(0, 50, n) * 0.2)
-        return bench_whole(str(tmp / "random64.npz"), ipc, model="resnet18", measure_epochs=measure,
-                           teacher_path=teacher, teacher_model="resnet18", scores_path=scores, cache=tmp / "cache",
+        return bench_whole(str(tmp / f"random{size}.npz"), ipc, model=model, measure_epochs=measure,
+                           teacher_path=teacher, teacher_model=model, scores_path=scores, cache=tmp / "cache",
                            work=tmp / "work", device=str(device), progress=False,
-                           settings={"epochs": epochs, "num_eval": num_eval, "alpha": 0.2})
+                           settings={"epochs": epochs, "num_eval": num_eval, "alpha": 0.2, **settings})
 
 
 def main() -> None:
@@ -244,7 +244,9 @@ def main() -> None:
     result["loaders_64px"] = loader_rates(device, 512 if smoke else 50_000, 64, 1 if smoke else 3)
     result["ccfs_phase_tiny_ipc100"] = (ccfs_phase(device, 300, 20, 10, 1) if smoke
                                         else ccfs_phase(device, 100_000, 200, 100, 2))
-    result["whole_run_64px"] = (whole_run(device, 300, 10, 5, 2, 1, 2) if smoke
+    # smoke: the ConvNet-BN at 32 px, fp32 and two given jobs (no amp or jobs measurement of a ResNet-18 on a CPU)
+    result["whole_run_64px"] = (whole_run(device, 300, 10, 5, 2, 1, 2, size=32, model="convnet_bn", amp="off",
+                                          eval_jobs="2") if smoke
                                 else whole_run(device, 20_000, 100, 20, 100, 2, 3))
     gpus = torch.cuda.device_count()
     result["multi_gpu"] = (multi_gpu_scaling(gpus) if gpus > 1 and not smoke

@@ -80,9 +80,7 @@ def bench_curriculum(dataset: str, ipc: int, *, model: str | None = None, phase:
                         "(under torchrun, `bench run … --out DIR` times the whole pipeline on N processes)")
     from fastccfs.context import Context
     from fastccfs.curriculum import curriculum_phase
-    from fastccfs.distributed import resolve_device
     from fastccfs.models import create_model
-    from fastccfs.store import convert
     from fastccfs.synthetic import SyntheticSet
     from fastccfs.trainer import batch_size_for, predict
 
@@ -104,14 +102,7 @@ def bench_curriculum(dataset: str, ipc: int, *, model: str | None = None, phase:
             raise UserError(f"{flag} {path}: no such file")
     if teacher_path and not scores_path:
         raise UserError("--teacher PATH: give --scores FILE too (a teacher trained here counts forgetting itself)")
-    per_class, budgets = selection.phase_budgets(ipc, cfg.alpha, cfg.phases, cfg.semantics)
-    if not per_class:
-        raise UserError("the benchmark trains a filter on the starting set: use a preset with α > 0")
-
-    reference = _reference_module()
-    device = resolve_device(device)
-    stores = convert(dataset, root, cache, progress=progress)
-    train, test = stores["train"], stores["test"]
+    per_class, budgets, reference, device, train, test = bench_setup(cfg, dataset, root, cache, device, progress)
     set_per_class = per_class + sum(budgets[: phase - 1])
     start = selection.random_per_class(train.labels, set_per_class, seed, train.num_classes)
     batch = cfg.batch_size or batch_size_for(len(start), len(train))
@@ -144,6 +135,22 @@ def bench_curriculum(dataset: str, ipc: int, *, model: str | None = None, phase:
 
     return _bench_result(ctx, fast, ref, teacher, teacher_info, start, k, epochs, measured, all_inference_s,
                          all_selection_s, picks_all, dataset, ipc, phase)
+
+
+def bench_setup(cfg, dataset: str, root, cache, device, progress: bool) -> tuple:
+    """What both side-by-side benchmarks start from, after their own checks: (the starting set per class, the
+    phases' budgets, the reference module, the device, the train and test stores)."""
+    from fastccfs import selection
+    from fastccfs.distributed import resolve_device
+    from fastccfs.store import convert
+
+    per_class, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)
+    if not per_class:
+        raise UserError("the benchmark trains a filter on the starting set: use a preset with α > 0")
+    reference = _reference_module()
+    device = resolve_device(device)
+    stores = convert(dataset, root, cache, progress=progress)
+    return per_class, budgets, reference, device, stores["train"], stores["test"]
 
 
 def _bench_teacher(ctx, dataset, ipc, teacher_path, save_teacher, scores_path):

@@ -71,11 +71,9 @@ def bench_whole(dataset: str, ipc: int, *, model: str | None = None, measure_epo
                 device=None, progress: bool = True, settings: dict | None = None) -> dict:
     """See the module's docstring. settings: run settings over the preset's (e.g. a smaller scale)."""
     from fastccfs import distributed, kernels, selection
-    from fastccfs.bench import _bench_teacher, _reference_module
+    from fastccfs.bench import _bench_teacher, bench_setup
     from fastccfs.config import resolve_run_config
     from fastccfs.context import Context
-    from fastccfs.distributed import resolve_device
-    from fastccfs.store import convert
     from fastccfs.trainer import batch_size_for
 
     if distributed.launched():
@@ -94,13 +92,7 @@ def bench_whole(dataset: str, ipc: int, *, model: str | None = None, measure_epo
     epochs, eval_epochs = cfg.epochs, cfg.eval_epochs or cfg.epochs
     if not 1 <= measure_epochs <= min(epochs, eval_epochs):
         raise UserError(f"--measure-epochs {measure_epochs}: between 1 and the preset's {epochs} epochs")
-    per_class, budgets = selection.phase_budgets(ipc, cfg.alpha, cfg.phases, cfg.semantics)
-    if not per_class:
-        raise UserError("bench whole trains a filter on the starting set: use a preset with α > 0")
-    reference = _reference_module()
-    device = resolve_device(device)
-    stores = convert(dataset, root, cache, progress=progress)
-    train, test = stores["train"], stores["test"]
+    per_class, budgets, reference, device, train, test = bench_setup(cfg, dataset, root, cache, device, progress)
     work = Path(work or Path(cache or ".") / f"bench-whole-{dataset}-{ipc}-{cfg.model}")
     parts = Parts(work / "parts", {"dataset": dataset, "ipc": ipc, "model": cfg.model, "measure_epochs": measure_epochs,
                                    "teacher": str(teacher_path), "scores": str(scores_path), "seed": seed,

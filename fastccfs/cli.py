@@ -198,6 +198,16 @@ def _add_run_settings(p: argparse.ArgumentParser, defaults: dict, where: str, he
             add(flag, dest=f.name, type=conv, default=None, metavar=metavar, help=text)
 
 
+def _add_bench_common(p: argparse.ArgumentParser) -> None:
+    """The options every side-by-side benchmark takes."""
+    p.add_argument("--json", default=None, help="write the result to this file [default: print only]")
+    p.add_argument("--root", default=".", help="folder holding the dataset [default: .]")
+    p.add_argument("--cache", default=None, help="store folder [default: $FASTCCFS_CACHE or ~/.cache/fastccfs]")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="[default: 0]")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu [default: cuda if present]")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
 def _add_run_arguments(p: argparse.ArgumentParser, argv: list[str] | None, out_help: str) -> None:
     p.add_argument("dataset", help=dataset_help())
     p.add_argument("--ipc", type=int, default=None, metavar="N",
@@ -302,12 +312,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--save-teacher", default=None, metavar="PATH", help="keep the teacher trained here")
     p.add_argument("--scores", default=None, help="score file [default: forgetting counted by the teacher trained here]")
     p.add_argument("--amp", default="auto", choices=AMP_MODES, help="[default: auto]")
-    p.add_argument("--json", default=None, help="write the result to this file [default: print only]")
-    p.add_argument("--root", default=".", help="folder holding the dataset [default: .]")
-    p.add_argument("--cache", default=None, help="store folder [default: $FASTCCFS_CACHE or ~/.cache/fastccfs]")
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="[default: 0]")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu [default: cuda if present]")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_bench_common(p)
     p.set_defaults(func=_bench, subparser=p)
 
     p = bench.add_parser("whole", help="every stage of a run (phases, evaluation) by fastccfs and by the reference's "
@@ -326,12 +331,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--scores", required=True, help="score file (e.g. the published forgetting scores)")
     p.add_argument("--work", default=None, help="folder for the measurements so far (a killed benchmark resumes) "
                                                 "[default: CACHE/bench-whole-DATASET-IPC-MODEL]")
-    p.add_argument("--json", default=None, help="write the result to this file [default: print only]")
-    p.add_argument("--root", default=".", help="folder holding the dataset [default: .]")
-    p.add_argument("--cache", default=None, help="store folder [default: $FASTCCFS_CACHE or ~/.cache/fastccfs]")
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="[default: 0]")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu [default: cuda if present]")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_bench_common(p)
     p.set_defaults(func=_bench_whole, subparser=p)
 
     p = bench.add_parser("run", help="the whole pipeline at given settings; prints its wall-clock per stage",

@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import sys
 import time
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
@@ -74,7 +76,8 @@ class Workers:
                 return [self.work(self.local, job, None) for job in jobs]
             finally:
                 set_threads(previous)
-        futures = [self.pool.submit(_run, self.work, job, slot % self.jobs) for slot, job in enumerate(jobs)]
+        with _main_script_hidden():  # the pool starts its processes on the first submit
+            futures = [self.pool.submit(_run, self.work, job, slot % self.jobs) for slot, job in enumerate(jobs)]
         return [f.result() for f in futures]
 
     def close(self) -> None:
@@ -88,10 +91,26 @@ class Workers:
         self.close()
 
 
+@contextmanager
+def _main_script_hidden():
+    """Start processes without them re-running the caller's script: a child of spawn or forkserver imports
+    the parent's __main__ file first, so a script calling fastccfs.run without an `if __name__ == "__main__"`
+    guard would start its run again in every worker. The workers need only fastccfs's own functions."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main, "__spec__", None) is not None:  # `python -m …` (skipped anyway) or a REPL
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 def _context():
     """Worker processes forked from a fresh server that has imported fastccfs only: not forked from this
-    process (fork after OpenMP has started threads can hang), and not re-running the caller's __main__ (as
-    spawn would: a script calling fastccfs.run without an `if __name__ == "__main__"` guard would run again)."""
+    process (fork after OpenMP has started threads can hang)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
@@ -177,8 +196,9 @@ def measure(jobs: int, probe, threads: int) -> float:
     barrier, results = context.Barrier(jobs), context.Queue()
     procs = [context.Process(target=_probe_worker, args=(probe, args, threads, barrier, results), daemon=True)
              for _ in range(jobs)]
-    for p in procs:
-        p.start()
+    with _main_script_hidden():
+        for p in procs:
+            p.start()
     try:
         times = [results.get(timeout=600) for _ in procs]
     finally:

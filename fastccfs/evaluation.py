@@ -74,7 +74,7 @@ def evaluation_run(live, job, slot) -> tuple:
             {"final_epoch_acc": accs[max(accs)], "max_last_20pct_acc": max(accs.values()),
              "test_acc_by_epoch": {str(e): a for e, a in accs.items()}, "loss_by_epoch": history["loss"],
              "weights_sha256": digest.hexdigest(), "seconds": history["seconds"], "batch_size": history["batch_size"],
-             "threads": torch.get_num_threads(), "rank": distributed.rank()})
+             "threads": torch.get_num_threads()})
 
 
 def shared_labels(ctx: Context, final: SyntheticSet, epochs: int) -> SharedLabels:
@@ -146,7 +146,9 @@ def _run_jobs(ctx: Context, jobs: list, state: EvalState, decision: dict, run_di
                     f"{ctx.work.left() if ctx.work else ''}")
             mine = round_[distributed.rank() * n:(distributed.rank() + 1) * n]
             t = time.perf_counter()
-            records = [rec for part in distributed.gather(workers.run(mine) if mine else []) for rec in part]
+            done = [(name, r, wall, {**record, "rank": distributed.rank()})  # the rank whose workers ran it
+                    for name, r, wall, record in (workers.run(mine) if mine else [])]
+            records = [rec for part in distributed.gather(done) for rec in part]
             for name, r, wall, record in records:
                 write_json(run_dir.eval_file(name, r), {**record, "wall_s": round(wall, 3)}, via=rank0_path)
             wall = time.perf_counter() - t

@@ -142,11 +142,11 @@ def _run_stages(cfg: RunConfig, run_dir: RunDir, stores: dict, device, progress:
     final.save(out / Layout.SYNTHETIC, ctx.train, via=distributed.rank0_path)
     summary = stage_eval(ctx, final, teacher, run_dir) if cfg.num_eval else {"set_size": len(final), "ipc": cfg.ipc,
                                                                              "models": {}}
-    if "plan" in run_dir.decisions:  # the estimate next to the real time
+    if "plan" in run_dir.decisions:  # the estimate next to the real time (rank 0 made the plan)
         from fastccfs.plan import with_measured
 
         run_dir.decisions["plan"] = with_measured(run_dir.decisions["plan"], run_dir.timings)
-        run_dir.save_timings()
+    run_dir.save_timings()  # a collective write: every rank calls it
     from fastccfs.report import build_report
 
     if cfg.report and distributed.is_main():  # a sweep of many runs (benchmarks/study.py) skips each run's figures

@@ -48,6 +48,16 @@ def same_runs(a, b):
             assert ra[name][key] == rb[name][key], (name, key)
 
 
+def run_one_thread(cache, out, *args) -> int:
+    """`fastccfs run demo` in this process with one torch thread (each run's threads when run alone)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run(cache, out, *args)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def args(own_run):
     return ["--teacher", str(own_run / "teacher.pt"), "--scores", str(need(SCORES / "forgetting_CIFAR10.npy")), *EVAL]
@@ -57,12 +67,7 @@ def args(own_run):
 def alone(tmp_path_factory, cache, args):
     """Every evaluation run in this process, one thread each."""
     out = tmp_path_factory.mktemp("jobs") / "alone"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert run(cache, out, *args, "--eval-jobs", "1") == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert run_one_thread(cache, out, *args, "--eval-jobs", "1") == 0
     return out
 
 
@@ -73,12 +78,7 @@ def test_runs_side_by_side_equal_runs_alone_bitwise(alone, cache, args, tmp_path
     shutil.copytree(alone, out)
     shutil.rmtree(out / "eval")
     (out / "eval.json").unlink()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert run(cache, out, *args, "--eval-jobs", "2") == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert run_one_thread(cache, out, *args, "--eval-jobs", "2") == 0
     same_runs(alone, out)
     assert {r["threads"] for r in records(out).values()} == {1}
     decision = json.loads((out / "timings.json").read_text())["decisions"]["eval_jobs"]
@@ -86,7 +86,10 @@ def test_runs_side_by_side_equal_runs_alone_bitwise(alone, cache, args, tmp_path
 
 
 def test_run_killed_during_evaluation_resumes_to_the_same_runs(alone, cache, args, tmp_path):
+    """Killed in the evaluation's second round (the selection copied from `alone`, so only evaluation runs):
+    the workers end with the run, and the resumed run redoes only the unwritten run."""
     out = tmp_path / "killed"
+    shutil.copytree(alone, out, ignore=shutil.ignore_patterns("eval", "eval.json", "report.html", "fig_*"))
     cmd = [sys.executable, "-m", "fastccfs", "run", "demo", "--cache", str(cache), "--out", str(out), *FAST, *args,
            "--eval-jobs", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per run, as in `alone`

@@ -93,7 +93,7 @@ def test_study_smoke_writes_every_table_from_study_json_and_resumes(cifar_root, 
         if key != "lr":
             assert res["runs"][f"tune-{key.split()[1]}-{key.split()[0]}{t['chosen']:g}"]["split"] == "val"
     tables = res["tables"]
-    assert set(tables) == {"table1 r10", "table1 r20", "table3", "table4", "table5"}
+    assert set(tables) == {"table1 r10", "table1 r20", "table3", "table4", "table5", "soft_labels"}
     assert all(len(tables[f"table1 {p}"]) == 7 for p in ("r10", "r20"))
     assert len(tables["table3"]) == 6 and len(tables["table4"]) == 4 and list(tables["table5"]) == [
         "J = 1", "J = 2", "J = 3", "J = 4"]
@@ -106,6 +106,12 @@ def test_study_smoke_writes_every_table_from_study_json_and_resumes(cifar_root, 
     for n in ccfs:
         ev = json.loads((work / "runs" / n / "eval.json").read_text())
         assert res["runs"][n]["acc"] == ev["models"]["convnet_bn"]["final_epoch_acc"]["mean"]
+    shared = tables["soft_labels"]["shared (the appendix's, CDA-style)"]
+    for a, b in zip(ccfs, shared):  # the protocol row: the same final set, only the evaluation's soft labels differ
+        assert res["runs"][b]["settings"]["soft_labels"] == "shared"
+        np.testing.assert_array_equal(np.load(work / "runs" / a / "synthetic_set.npz")["real_indices"],
+                                      np.load(work / "runs" / b / "synthetic_set.npz")["real_indices"])
+    assert "Shared minus online:" in (docs / "results.md").read_text()
     accs = 100 * np.array([res["runs"][n]["acc"] for n in ccfs])
     page = (docs / "results.md").read_text()
     assert f"| CCFS (CDA distilled part) | {accs.mean():.2f} ± {accs.std(ddof=1):.2f} |" in page
