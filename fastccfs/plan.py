@@ -26,10 +26,10 @@ _measured: dict = {}  # (kind, settings) → seconds, this process
 
 
 def train_step_seconds(model_name: str, teacher_name: str | None, classes: int, size: int, batch: int, amp: str,
-                       device: str, barrier=None, kd: bool = True) -> float:
+                       device: str, barrier=None, kd: bool = True, steps: int = 6) -> float:
     """Seconds of one training step: crop + forward/backward (+ the teacher's forward when TEACHER_NAME)
     + SGD. kd False: cross-entropy (a teacher being trained). With a barrier (eval_jobs' probe processes),
-    timing starts in every process together."""
+    timing starts in every process together. steps: timed steps (the median is kept), after two warm-up ones."""
     from fastccfs import augment as aug
     from fastccfs.models import create_model, folded, memory_format
     from fastccfs.precision import autocast_dtype
@@ -72,7 +72,7 @@ def train_step_seconds(model_name: str, teacher_name: str | None, classes: int, 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    return time_steps(step, barrier=barrier)
+    return time_steps(step, steps=steps, barrier=barrier)
 
 
 def infer_seconds_per_image(model_name: str, classes: int, size: int, batch: int, amp: str, device: str) -> float:
@@ -92,7 +92,7 @@ def infer_seconds_per_image(model_name: str, classes: int, size: int, batch: int
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    return time_steps(step, steps=4, warmup=1) / batch
+    return time_steps(step, steps=3, warmup=1) / batch
 
 
 def time_steps(step, steps: int = 6, warmup: int = 2, barrier=None) -> float:
@@ -149,7 +149,7 @@ def build_plan(ctx, run_dir=None) -> dict:
 
     def step(model, teacher, batch, kd=True):
         return _cached(("train", model, teacher, batch, kd, cfg.amp, device, torch.get_num_threads()),
-                       lambda: train_step_seconds(model, teacher, c, size, batch, cfg.amp, device, kd=kd))
+                       lambda: train_step_seconds(model, teacher, c, size, batch, cfg.amp, device, kd=kd, steps=3))
 
     def infer(model):
         return _cached(("infer", model, cfg.amp, device, torch.get_num_threads()),
