@@ -157,7 +157,7 @@ def multi_gpu_scaling(gpus: int) -> dict:
         return json.loads(out.read_text())
 
 
-def ccfs_phase(device, n, classes, ipc, epochs) -> dict:
+def ccfs_phase(device, n, classes, ipc, epochs, amp: str = "auto") -> dict:
     from fastccfs import selection
     from fastccfs.config import RunConfig
     from fastccfs.context import Context
@@ -173,7 +173,7 @@ def ccfs_phase(device, n, classes, ipc, epochs) -> dict:
                         lr=0.2, weight_decay=1e-4, batch_size=64,
                         # every sample: random data says nothing of how far a real filter's fine stage reaches,
                         # so the projection charges the whole split (an upper bound on --inference needed)
-                        inference="all")
+                        inference="all", amp=amp)
         per_class, budgets = selection.phase_budgets(ipc, cfg.alpha, cfg.phases)
         start = selection.random_per_class(train.labels, per_class, 0, classes)
         ctx = Context(cfg, None, train, test, device, False)
@@ -242,7 +242,7 @@ def main() -> None:
         result[f"inference_{size}px_images_per_s"] = inference_rate(device, size, 8 if smoke else 1024, steps)
         result[f"forward_gflops_per_image_{size}px"] = flops / 1e9
     result["loaders_64px"] = loader_rates(device, 512 if smoke else 50_000, 64, 1 if smoke else 3)
-    result["ccfs_phase_tiny_ipc100"] = (ccfs_phase(device, 300, 20, 10, 1) if smoke
+    result["ccfs_phase_tiny_ipc100"] = (ccfs_phase(device, 300, 20, 10, 1, amp="off") if smoke  # no amp measurement
                                         else ccfs_phase(device, 100_000, 200, 100, 2))
     # smoke: the ConvNet-BN at 32 px, fp32 and two given jobs (no amp or jobs measurement of a ResNet-18 on a CPU)
     result["whole_run_64px"] = (whole_run(device, 300, 10, 5, 2, 1, 2, size=32, model="convnet_bn", amp="off",
