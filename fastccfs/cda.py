@@ -192,7 +192,7 @@ def distill(teacher: nn.Module, classes: list[str], ipc: int, image_size: int, m
 
     # Under torchrun the pending batches are dealt to the ranks: a batch's result depends on its seed alone,
     # so the images are those of one process.
-    for results in distributed.deal(batches_left(parts, len(batches)), recover_batch):
+    for results in distributed.deal(batches_left(parts, len(batches)), lambda mine: [recover_batch(b) for b in mine]):
         for b, images, chunk, history in results:
             save_arrays(parts / f"batch_{b:05d}.npz", via=rank0_path, images=images, plan=chunk,
                         ce=np.array(history["ce"]), bn=np.array(history["bn"]))

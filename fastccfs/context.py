@@ -87,9 +87,13 @@ class Context:
             self.notes.add(message)
             self.log(f"fastccfs: note: {message}")
 
+    @property
+    def eval_batch(self) -> int:
+        """The inference batch on this device (EVAL_BATCH)."""
+        return EVAL_BATCH.get(self.device.type, 1024)
+
     def eval_loader(self, store, indices=None, shard: bool = True):
-        return self.loader(store, shard, augment=False, batch_size=EVAL_BATCH.get(self.device.type, 1024),
-                           indices=indices)
+        return self.loader(store, shard, augment=False, batch_size=self.eval_batch, indices=indices)
 
     def log(self, message: str) -> None:
         if self.logger is not None:

@@ -137,14 +137,15 @@ def rank0_path(path):
     barrier()
 
 
-def deal(jobs: list, work):
-    """Independent JOBS dealt to the ranks in rounds of one job each (under torchrun; one process: one job
-    per round); yields each round's results, in job order, on every rank. work(job) → a result; each job's
-    result must depend on the job alone, so that the results are those of one process."""
-    for first in range(0, len(jobs), world_size()):
-        round_ = jobs[first:first + world_size()]
-        mine = work(round_[rank()]) if rank() < len(round_) else None
-        yield [result for result in gather(mine) if result is not None]
+def deal(jobs: list, work, per_rank: int = 1):
+    """Independent JOBS dealt to the ranks in rounds of PER_RANK jobs each (under torchrun; one process:
+    PER_RANK jobs per round); yields each round's results, in job order, on every rank. work(list of this
+    rank's jobs in the round) → their results; each job's result must depend on the job alone, so that the
+    results are those of one process."""
+    size = per_rank * world_size()
+    for first in range(0, len(jobs), size):
+        mine = jobs[first:first + size][rank() * per_rank:(rank() + 1) * per_rank]
+        yield [result for part in gather(work(mine) if mine else []) for result in part]
 
 
 def describe() -> dict:

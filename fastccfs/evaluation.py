@@ -106,7 +106,7 @@ def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> d
             if distributed.is_main():  # one process computes them; the others wait, then read them
                 images, _, _ = synthetic_arrays(ctx.train, **final.loader_arguments())
                 generate(shared, teacher, images, ctx.train.mean, ctx.train.std, ctx.device, cfg.amp,
-                         batch=_label_batch(ctx), progress=ctx.progress)
+                         batch=ctx.eval_batch, progress=ctx.progress)
             distributed.barrier()
             run_dir.timings["soft_labels"] = round(time.perf_counter() - t, 3)
     if jobs:
@@ -138,32 +138,24 @@ def _run_jobs(ctx: Context, jobs: list, state: EvalState, decision: dict, run_di
     """The runs N at a time per process (and dealt to the ranks under torchrun); each round's records are
     written as it ends (collective writes), so a killed run redoes only the runs of its last round."""
     n = decision["jobs"]
+
+    def run_mine(mine):  # this rank's runs of a round, side by side; each record says which rank ran it
+        ctx.log("evaluation: " + ", ".join(f"{name} {r + 1}/{ctx.cfg.num_eval}" for name, r in mine) +
+                f" on {len(state.final)} images for {state.epochs} epochs{ctx.work.left() if ctx.work else ''}")
+        return [(name, r, wall, {**record, "rank": distributed.rank()}) for name, r, wall, record in workers.run(mine)]
+
     with eval_jobs.Workers(n, evaluation_run, state, live_state, decision["threads_per_job"]) as workers:
-        for first in range(0, len(jobs), n * distributed.world_size()):
-            round_ = jobs[first:first + n * distributed.world_size()]
-            ctx.log("evaluation: " + ", ".join(f"{name} {r + 1}/{ctx.cfg.num_eval}" for name, r in round_) +
-                    f" on {len(state.final)} images for {state.epochs} epochs"
-                    f"{ctx.work.left() if ctx.work else ''}")
-            mine = round_[distributed.rank() * n:(distributed.rank() + 1) * n]
-            t = time.perf_counter()
-            done = [(name, r, wall, {**record, "rank": distributed.rank()})  # the rank whose workers ran it
-                    for name, r, wall, record in (workers.run(mine) if mine else [])]
-            records = [rec for part in distributed.gather(done) for rec in part]
+        t = time.perf_counter()
+        for records in distributed.deal(jobs, run_mine, per_rank=n):
             for name, r, wall, record in records:
                 write_json(run_dir.eval_file(name, r), {**record, "wall_s": round(wall, 3)}, via=rank0_path)
-            wall = time.perf_counter() - t
+            wall, t = time.perf_counter() - t, time.perf_counter()
             # The stage's wall-clock, summed over its rounds (and the attempts of a resumed run); each run's
             # own time is in its record (runs side by side overlap: their sum is not the stage's time).
             run_dir.timings["evaluation"] = round(run_dir.timings.get("evaluation", 0.0) + wall, 3)
             if ctx.work:  # the rate of the rounds so far says how long the rest will take
                 ctx.work.finished(len(records) * len(state.final) * state.epochs, wall)
             run_dir.save_timings()
-
-
-def _label_batch(ctx: Context) -> int:
-    from fastccfs.context import EVAL_BATCH
-
-    return EVAL_BATCH.get(ctx.device.type, 1024)
 
 
 def _mean_std(values):

@@ -137,13 +137,12 @@ def build_plan(ctx, run_dir=None) -> dict:
     """The stages still to do (all of them without RUN_DIR), each with its image-epochs and estimated
     seconds: {"stages": {name: {...}}, "estimate_s", "measure_s"}."""
     from fastccfs import selection
-    from fastccfs.context import EVAL_BATCH
     from fastccfs.trainer import batch_size_for
 
     start = time.perf_counter()
     cfg, train, test = ctx.cfg, ctx.train, ctx.test
     n, c, size, device = len(train), ctx.num_classes, train.image_size[0], str(ctx.device)
-    infer_batch = EVAL_BATCH.get(ctx.device.type, 1024)
+    infer_batch = ctx.eval_batch
     method = registry.get("method", cfg.method)
     stages = {}
 
