@@ -19,6 +19,7 @@ setup(
         "PyYAML>=6",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        "xxhash>=3",  # the stores' checksums (XXH3: ~15 GB/s, 10× SHA-256 here)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-benchmark>=4"],

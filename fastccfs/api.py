@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fastccfs.atomic import tracking
 from fastccfs.errors import UserError
 from fastccfs.rundir import Layout
 
@@ -92,7 +95,8 @@ def distill(dataset: str, ipc: int, out: str | os.PathLike | None = None, *, tea
     image_format, amp, seed (defaults: configs/distill.yaml).
     """
     from fastccfs.config import resolve_run_config
-    from fastccfs.cda import DistillConfig, dataset_defaults
+    from fastccfs import registry
+    from fastccfs.cda import DistillConfig, check_options, dataset_defaults
     from fastccfs.cda import distill as recover_all
     from fastccfs.models import create_model, load_checkpoint, save_checkpoint
     from fastccfs.context import Context
@@ -108,8 +112,11 @@ def distill(dataset: str, ipc: int, out: str | os.PathLike | None = None, *, tea
     for name, value in options.items():
         if value is not None:
             setattr(cfg, name, value)
-    if ipc < 1:
-        raise UserError(f"need IPC ≥ 1, got {ipc}")
+    check_options(cfg)
+    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
+        raise UserError(f"ipc must be a whole number ≥ 1; got {ipc!r}")
+    if teacher_model not in registry.names("model"):
+        raise UserError(f"unknown teacher_model {teacher_model!r}: use one of {', '.join(registry.names('model'))}")
     from fastccfs import distributed
 
     device = resolve_device(distributed.init(device))  # under torchrun: batches spread over the ranks
@@ -119,16 +126,45 @@ def distill(dataset: str, ipc: int, out: str | os.PathLike | None = None, *, tea
     train = stores["train"]
     out = Path(out or f"distilled/{train.meta['dataset']}-ipc{ipc}")
     net = create_model(teacher_model, train.num_classes, train.image_size[0])
-    # Collective writes (rank0_path): under torchrun every rank reaches them, rank 0 writes.
-    if teacher:
-        load_checkpoint(net, teacher)
-    elif (out / Layout.TEACHER).is_file():
-        load_checkpoint(net, out / Layout.TEACHER)
-    else:  # the teacher `fastccfs run` would train for this dataset, kept beside the images
-        run_cfg = resolve_run_config(dataset, ipc, None, {"teacher_model": teacher_model, "seed": cfg.seed,
-                                                          "root": root, "cache": cache}, quiet=True)
-        net, _, _ = train_teacher(Context(run_cfg, out, train, stores["test"], device, progress))
-        save_checkpoint(net, out / Layout.TEACHER, via=distributed.rank0_path)
-    net.to(device).eval()
-    return recover_all(net, train.classes, ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
-                       progress=progress)
+    if distributed.is_main():
+        _redo_damaged_distillation(out)
+    distributed.barrier()
+    # Collective writes (rank0_path): under torchrun every rank reaches them, rank 0 writes and records
+    # each file's checksum (a damaged one is redone by the next call).
+    out.mkdir(parents=True, exist_ok=True)
+    with tracking(out) if distributed.is_main() else nullcontext():
+        if teacher:
+            load_checkpoint(net, teacher)
+        elif (out / Layout.TEACHER).is_file():
+            load_checkpoint(net, out / Layout.TEACHER)
+        else:  # the teacher `fastccfs run` would train for this dataset, kept beside the images
+            run_cfg = resolve_run_config(dataset, ipc, None, {"teacher_model": teacher_model, "seed": cfg.seed,
+                                                              "root": root, "cache": cache}, quiet=True)
+            net, _, _ = train_teacher(Context(run_cfg, out, train, stores["test"], device, progress))
+            save_checkpoint(net, out / Layout.TEACHER, via=distributed.rank0_path)
+        net.to(device).eval()
+        return recover_all(net, train.classes, ipc, train.image_size[0], train.mean, train.std, cfg, out, device,
+                           progress=progress)
+
+
+def _redo_damaged_distillation(out: Path) -> None:
+    """Files of an earlier `distill` into OUT that are not what it wrote (checksums.sha256) are made again:
+    a damaged teacher it trained, with everything made from it; else the images, from the batches intact."""
+    from fastccfs.atomic import damaged_files, read_checksums
+
+    damaged = damaged_files(out)
+    if not damaged:
+        return
+    if Layout.TEACHER in damaged:
+        keep = set()
+    elif "distill.json" in damaged:
+        keep = {Layout.TEACHER}
+    else:  # and the batches finished under the recorded settings
+        keep = {Layout.TEACHER} | {n for n in read_checksums(out) if n.startswith(".parts/") and n not in damaged}
+    print(f"fastccfs: {out / damaged[0]} is damaged (it is not what the distillation wrote): making "
+          f"{'the teacher and the images' if Layout.TEACHER in damaged else 'the images'} again", file=sys.stderr)
+    for name in set(read_checksums(out)) - keep:
+        (out / name).unlink(missing_ok=True)
+    for folder in out.iterdir():  # class folders left empty
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

@@ -1,6 +1,9 @@
-"""Write-then-rename: a file or folder is complete at its final path or absent there."""
+"""Write-then-rename: a file or folder is complete at its final path or absent there; and, inside a
+tracked folder (a run directory), each file's SHA-256 recorded as it is written (CHECKSUMS, in
+sha256sum's format), so that a later resume finds a file damaged since, down to one flipped bit."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,6 +23,7 @@ def atomic_path(path: str | os.PathLike):
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        _record(path, tmp)  # before the rename: a file at its final path always has its checksum
         if path.is_dir() and tmp.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -28,6 +32,98 @@ def atomic_path(path: str | os.PathLike):
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+# ------------------------------------------------------------------------------------ checksums
+
+CHECKSUMS = "checksums.sha256"  # in the tracked folder; `sha256sum -c checksums.sha256` there checks it
+_TRACKED: dict[Path, dict[str, str]] = {}  # tracked folder → {path relative to it: SHA-256}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_checksums(folder: str | os.PathLike) -> dict[str, str] | None:
+    """FOLDER's recorded checksums (None: it has none; a damaged line is left out, so its file counts
+    as unrecorded)."""
+    try:
+        text = (Path(folder) / CHECKSUMS).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    sums = {}
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if re.fullmatch(r"[0-9a-f]{64}", digest) and name:
+            sums[name] = digest
+    return sums
+
+
+@contextmanager
+def tracking(folder: str | os.PathLike, sums: dict[str, str] | None = None):
+    """While open, every file written under FOLDER through atomic_path (and so every writer here) has
+    its checksum recorded in FOLDER/CHECKSUMS, starting from SUMS (default: those recorded there)."""
+    folder = Path(folder).resolve()
+    _TRACKED[folder] = dict(read_checksums(folder) or {}) if sums is None else dict(sums)
+    _save_checksums(folder)
+    try:
+        yield _TRACKED[folder]
+    finally:
+        _TRACKED.pop(folder, None)
+
+
+@contextmanager
+def keep_checksums(folder: str | os.PathLike):
+    """tracking(FOLDER) when FOLDER keeps checksums and is not tracked already (a command that writes
+    into a finished run: `fastccfs report`), else nothing."""
+    folder = Path(folder).resolve()
+    if folder in _TRACKED or not (folder / CHECKSUMS).is_file():
+        yield
+        return
+    with tracking(folder):
+        yield
+
+
+def damaged_files(folder: str | os.PathLike) -> list[str]:
+    """The files of FOLDER whose content differs from the checksum recorded as they were written
+    (missing files are not listed: removing a file is not damaging it)."""
+    folder = Path(folder)
+    return sorted(name for name, digest in (read_checksums(folder) or {}).items()
+                  if (folder / name).is_file() and file_sha256(folder / name) != digest)
+
+
+def forget(folder: str | os.PathLike, names) -> None:
+    """Drop NAMES (relative to the tracked FOLDER) from its record: their files were removed."""
+    folder = Path(folder).resolve()
+    if folder in _TRACKED:
+        for name in names:
+            _TRACKED[folder].pop(name, None)
+        _save_checksums(folder)
+
+
+def _record(path: Path, tmp: Path) -> None:
+    path = path.resolve()
+    for folder, sums in _TRACKED.items():
+        if folder not in path.parents:
+            continue
+        name = path.relative_to(folder).as_posix()
+        for old in [k for k in sums if k == name or k.startswith(name + "/")]:  # a folder replaced whole
+            del sums[old]
+        files = [tmp] if not tmp.is_dir() else sorted(p for p in tmp.rglob("*") if p.is_file())
+        for f in files:
+            sums[name if f == tmp else f"{name}/{f.relative_to(tmp).as_posix()}"] = file_sha256(f)
+        _save_checksums(folder)
+
+
+def _save_checksums(folder: Path) -> None:
+    target = folder / CHECKSUMS
+    tmp = target.with_name(f".{CHECKSUMS}.tmp-{os.getpid()}")
+    tmp.write_text("".join(f"{h}  {name}\n" for name, h in sorted(_TRACKED[folder].items())), encoding="utf-8")
+    os.replace(tmp, target)
 
 
 _TEMP = re.compile(r"^\..+\.tmp-(\d+)(-.*)?$")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastccfs import distributed
-from fastccfs.atomic import refuse_other_settings, save_arrays, write_json
+from fastccfs.atomic import CHECKSUMS, refuse_other_settings, save_arrays, write_json
 from fastccfs.distributed import rank0_path
 from fastccfs.errors import UserError
 
@@ -47,6 +47,31 @@ class DistillConfig:
     amp: str = "auto"  # precision.autocast_dtype; bf16 left the loss terms within 0.03 % of fp32
     image_format: str = "png"
     seed: int = 0
+
+
+# Each option's range (as config.RANGES: checked by check_options before any work) or choices.
+OPTION_RANGES = {"iterations": "≥ 1", "lr": "> 0", "r_bn": "≥ 0", "batch_size": "≥ 1", "jitter": "≥ 0",
+                 "first_bn_multiplier": "≥ 0", "milestone": "(0, 1]", "seed": "[0, 4294967295]"}
+OPTION_CHOICES = {"amp": ("auto", "bf16", "off"), "image_format": ("png", "jpg")}
+
+
+def check_options(cfg: DistillConfig) -> DistillConfig:
+    """Every option of type, range and choices, one line naming the option, what it allows and the value given."""
+    from fastccfs.config import in_range
+
+    for name, rule in OPTION_RANGES.items():
+        value = getattr(cfg, name)
+        kind = type(DistillConfig.__dataclass_fields__[name].default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise UserError(f"distillation option {name} must be {'a whole number' if kind is int else 'a number'}; "
+                            f"got {value!r}")
+        if not math.isfinite(value) or not in_range(value, rule):
+            raise UserError(f"distillation option {name} must be {'in ' if rule[0] in '[(' else ''}{rule}; got {value}")
+        setattr(cfg, name, kind(value))
+    for name, choices in OPTION_CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            raise UserError(f"distillation option {name} must be one of {', '.join(choices)}; got {getattr(cfg, name)!r}")
+    return cfg
 
 
 def dataset_defaults(dataset: str) -> DistillConfig:
@@ -171,7 +196,7 @@ def distill(teacher: nn.Module, classes: list[str], ipc: int, image_size: int, m
     if record.is_file():
         refuse_other_settings(json.loads(record.read_text()), made_with, f"{out} holds images distilled",
                               "pass another --out, or the same settings to reuse or resume them")
-    elif out.is_dir() and {p.name for p in out.iterdir()} - {"teacher.pt"}:  # teacher.pt: fastccfs.distill's own
+    elif out.is_dir() and {p.name for p in out.iterdir()} - {"teacher.pt", CHECKSUMS}:  # fastccfs.distill's own
         raise UserError(f"{out} holds files this distillation did not write: pass a new or empty --out (its "
                         "class folders would be replaced)")
     if (out / "distilled.npz").is_file():

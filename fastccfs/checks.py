@@ -24,7 +24,7 @@ def validate(cfg: RunConfig, train: Store | None = None) -> RunConfig:
     for name, rule in RANGES.items():
         value = getattr(cfg, name)
         if value is not None and not in_range(value, rule):
-            raise UserError(f"{name} must be {rule}; got {value}")
+            raise UserError(f"{name} must be {'in ' if rule[0] in '[(' else ''}{rule}; got {value}")
     for name in ("model", "teacher_model", "eval_models", "coarse", "fine", "method", "loader", "amp", "semantics",
                  "teacher_augment", "score", "init", "inference", "soft_labels"):
         values = getattr(cfg, name)
@@ -46,6 +46,8 @@ def check_config(cfg: RunConfig) -> None:
         raise UserError(f"--method {cfg.method} orders samples by difficulty: use --score forgetting or cscore")
     if cfg.soft_labels_topk is not None and cfg.soft_labels != "shared":
         raise UserError("--soft-labels-topk keeps part of the shared soft labels: add --soft-labels shared")
+    if cfg.num_eval and not cfg.eval_models:
+        raise UserError("--eval-models is empty: name at least one model (e.g. resnet18), or pass --num-eval 0")
     if cfg.distilled and cfg.init != "none":
         raise UserError(f"--distilled and --init {cfg.init} both give the starting set: choose one")
     if registry.get("backend", cfg.loader).form is not None:  # its library must be installed
@@ -68,6 +70,8 @@ def check_inputs(cfg: RunConfig, train: Store) -> None:
     if counts[c] < real:
         raise UserError(f"class {c} ({train.classes[c]}) has {counts[c]} train images, but IPC {cfg.ipc} takes {real} "
                         "real ones per class: lower --ipc (or raise --alpha)")
+    if cfg.soft_labels_topk is not None and cfg.soft_labels_topk > num_classes:
+        raise UserError(f"soft_labels_topk must be ≤ the number of classes ({num_classes}); got {cfg.soft_labels_topk}")
     if cfg.teacher:
         load_checkpoint(create_model(cfg.teacher_model, num_classes, train.image_size[0]), cfg.teacher)
     scores_from_file(cfg, train, teacher_trained_here=not cfg.teacher)
@@ -92,22 +96,36 @@ def scores_from_file(cfg: RunConfig, train: Store, teacher_trained_here: bool) -
                     "forgetting, a teacher trained by this run (omit --teacher); or use --score logits")
 
 
-def check_resources(cfg: RunConfig, train: Store, out) -> None:
-    """What the run will store, against the room it has, before any work: the shared soft labels
-    (memory-mapped in the run folder, so the disk holds them; one epoch at a time is read into memory)."""
+def check_resources(cfg: RunConfig, train: Store, test: Store, out, device="cpu") -> None:
+    """What the run will write and hold, against the room it has, before any work (one line when it does
+    not fit): on disk, the shared soft labels (memory-mapped in the run folder), a teacher checkpoint
+    trained here, the distilled part made here (its batches, its arrays, its image folder, the starting
+    and final sets that copy it) and the records; in memory, the tensor loader's splits on the device."""
     from fastccfs.evaluation import soft_label_bytes
-    from fastccfs.soft_labels import describe, free_bytes
+    from fastccfs.resources import free_disk, human, require_disk, require_memory
 
+    out = Path(out)
     real = registry.get("method", cfg.method).real_per_class(cfg)
     final = len(train) if real is None else cfg.ipc * train.num_classes
-    need = soft_label_bytes(cfg, final, train.num_classes)
-    if not need:
-        return
-    have = free_bytes(out)
-    labels = Path(out) / Layout.SOFT_LABELS
-    if (labels.is_file() and labels.stat().st_size >= need) or need <= have:  # generated earlier, or room
-        return
-    raise UserError(f"--soft-labels shared stores {describe(need)} of teacher logits ({cfg.eval_epochs or cfg.epochs} "
-                    f"epochs × {final} images × {train.num_classes} classes, fp16) in {out}, but {describe(have)} "
-                    "are free there: pass --soft-labels-topk K, fewer --eval-epochs, or another --out")
-
+    labels = soft_label_bytes(cfg, final, train.num_classes)
+    if (out / Layout.SOFT_LABELS).is_file() and (out / Layout.SOFT_LABELS).stat().st_size >= labels:
+        labels = 0  # generated earlier
+    if labels > free_disk(out):
+        raise UserError(f"--soft-labels shared stores {human(labels)} of teacher logits ({cfg.eval_epochs or cfg.epochs} "
+                        f"epochs × {final} images × {train.num_classes} classes, fp16) in {out}, but "
+                        f"{human(free_disk(out))} are free there: pass --soft-labels-topk K, fewer --eval-epochs, or "
+                        "another --out")
+    parts = {"shared soft labels": labels, "records": len(train) * 8 * 4 + (8 << 20)}
+    if not cfg.teacher and not (out / Layout.TEACHER).is_file():
+        model = create_model(cfg.teacher_model, train.num_classes, train.image_size[0])
+        parts["teacher checkpoint"] = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    distilled = 0 if real is None else cfg.ipc - real  # synthetic images per class (the method's real ones aside)
+    if distilled and not (out / Layout.START).is_file():
+        copies = 2 if cfg.distilled else 5  # made here: batches, distilled.npz, image folder; then S0 and S
+        parts["distilled part"] = copies * distilled * train.num_classes * int(np.prod(train.images.shape[1:]))
+    require_disk(sum(parts.values()), out, "the run (" + ", ".join(f"{k} {human(v)}" for k, v in parts.items() if v)
+                 + ")", "free some space or pass another --out")
+    if cfg.loader == "tensor":  # the train and test splits, whole, as uint8 tensors on the device
+        require_memory(train.images.nbytes + test.images.nbytes, device,
+                       f"the tensor loader (the {cfg.dataset} train and test splits on the device)",
+                       "pass --loader ffcv (images read from disk), or use a machine with more memory")

@@ -238,7 +238,7 @@ def _help_defaults(argv: list[str]) -> tuple[dict, str]:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastccfs", description="Fast CCFS for high-IPC dataset distillation.")
+    parser = _Parser(prog="fastccfs", description="Fast CCFS for high-IPC dataset distillation.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -365,12 +365,23 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+class _Parser(argparse.ArgumentParser):
+    """A flag's bad value or an unknown flag: one line (the fault and where the options are listed), exit 2;
+    not argparse's usage block, where the fault is the last of forty lines."""
+
+    def error(self, message):
+        self.exit(2, f"fastccfs: error: {self.prog}: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:  # reported by the subcommand's own parser, with its usage line
-        args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as e:  # --help (0) or a bad flag (2, one line said why)
+        return int(e.code or 0)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)

@@ -64,7 +64,7 @@ GROUPS = {
     "runtime": ("loader", "amp", "compile", "report"),
 }
 RANGES = {
-    "ipc": "≥ 1", "seed": "≥ 0",
+    "ipc": "≥ 1", "seed": "[0, 4294967295]",  # seed·1000 + stream seeds torch (< 2⁶³) and numpy
     "teacher_epochs": "≥ 1", "teacher_lr": "> 0", "teacher_weight_decay": "≥ 0", "teacher_batch_size": "≥ 1",
     "teacher_warmup_epochs": "≥ 0",
     "epochs": "≥ 1", "lr": "> 0", "momentum": "[0, 1)", "weight_decay": "≥ 0", "warmup_epochs": "≥ 0",
@@ -194,7 +194,8 @@ def _check_type(name: str, value, kind: str, where: str):
         if optional:
             return None
         raise UserError(f"{where}: {name} must be {base}, not empty")
-    bad = UserError(f"{where}: {name} must be {'a whole number' if base == 'int' else base}, got {value!r}")
+    wanted = {"int": "a whole number", "float": "a number", "bool": "true or false", "list[str]": "a list of names"}
+    bad = UserError(f"{where}: {name} must be {wanted.get(base, base)}, got {value!r}")
     if base == "bool":
         if isinstance(value, bool):
             return value
@@ -235,6 +236,8 @@ def _load_settings_file(path: str) -> dict:
             values = yaml.safe_load(f)
     except OSError as e:
         raise UserError(f"{path}: cannot read the config file ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a UTF-8 text file (byte {e.start}): save the config file as UTF-8") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

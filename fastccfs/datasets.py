@@ -139,6 +139,12 @@ def read(source: Source) -> RawDataset:
                 f"{source.path}: {split_name} sample {i} has label {int(split.labels[i])}, "
                 f"outside the {len(raw.classes)} classes"
             )
+    empty = np.flatnonzero(np.bincount(raw.splits["train"].labels, minlength=len(raw.classes)) == 0)
+    if len(empty):  # a class no filter or evaluation could learn, and IPC images of it cannot be selected
+        names = ", ".join(f"{c} ({raw.classes[c]})" if raw.classes[c] != str(c) else str(c) for c in empty[:8])
+        raise UserError(f"{source.path}: class(es) {names}{' …' if len(empty) > 8 else ''} have no train images (the "
+                        f"labels skip them; {len(raw.classes)} classes): relabel to 0…C−1 without gaps (e.g. "
+                        "np.unique(y_train, return_inverse=True)), or leave those classes out")
     if entry is not None and entry.mean is not None:
         raw.mean, raw.std = list(entry.mean), list(entry.std)
     return raw

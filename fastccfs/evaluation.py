@@ -23,7 +23,8 @@ from fastccfs.distributed import rank0_path
 from fastccfs.loaders.sets import synthetic_arrays
 from fastccfs.plan import eval_jobs_for_run
 from fastccfs.rundir import Layout, RunDir
-from fastccfs.soft_labels import SharedLabels, describe, generate, nbytes
+from fastccfs.resources import human
+from fastccfs.soft_labels import SharedLabels, generate, nbytes
 from fastccfs.synthetic import SyntheticSet
 
 
@@ -101,7 +102,7 @@ def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> d
         shared = shared_labels(ctx, final, epochs)
         if jobs and shared.epochs_done() < epochs:
             ctx.log(f"shared soft labels: the teacher on {epochs} epochs of crops of {len(final)} images "
-                    f"({describe(soft_label_bytes(cfg, len(final), ctx.num_classes))} in {Layout.SOFT_LABELS})")
+                    f"({human(soft_label_bytes(cfg, len(final), ctx.num_classes))} in {Layout.SOFT_LABELS})")
             t = time.perf_counter()
             if distributed.is_main():  # one process computes them; the others wait, then read them
                 images, _, _ = synthetic_arrays(ctx.train, **final.loader_arguments())

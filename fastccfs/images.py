@@ -61,8 +61,35 @@ def _without_buffer_repr(message: str) -> str:
     return re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", message)
 
 
+def rgb8(im, where: str) -> np.ndarray:
+    """A PIL image of any mode → H×W×3 uint8, by value. 16-bit (I;16*, and I holding 0…65535, as 16-bit
+    PGM/PPM open) scaled by 1/257 and rounded; float (F) pixels in [0, 1] × 255 and rounded (outside [0, 1]
+    refused, as float arrays are: no defined scale); premultiplied alpha (RGBa, La) undone; every other
+    mode (1, L, P, PA, LA, RGBA, CMYK, YCbCr, LAB, HSV, RGBX) by Pillow's own conversion to RGB. Alpha is
+    dropped, the colour kept as stored (as torchvision's ImageFolder loader does). Pillow gives 16-bit
+    RGB PNGs as RGB already, by their high byte (within 1 of v/257)."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(im).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise UserError(f"{where}: a 32-bit integer image (values {values.min()}…{values.max()}) has no 8-bit "
+                            "scale: save it as 8- or 16-bit, or convert it to 8-bit yourself")
+        grey = ((2 * values + 257) // 514).astype(np.uint8)  # round(v / 257): 65535 → 255
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        values = np.asarray(im, dtype=np.float64)
+        if values.size and not (np.isfinite(values).all() and 0 <= values.min() and values.max() <= 1):
+            raise UserError(f"{where}: float pixels range from {values.min():.3g} to {values.max():.3g}, outside "
+                            "[0, 1]: save the image as 8- or 16-bit, or with pixels in [0, 1]")
+        grey = np.round(values * 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode in ("RGBa", "La"):  # premultiplied alpha: Pillow converts these to RGB only through RGBA / LA
+        im = im.convert(mode.upper())
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 def decode(data: bytes, where: str, size: int | None) -> np.ndarray:
-    """One encoded image → H×W×3 uint8 (greyscale and palette images converted to RGB).
+    """One encoded image → H×W×3 uint8, by value from any pixel format (rgb8).
 
     With SIZE, the shorter side is resized to SIZE (bilinear) and the centre SIZE×SIZE kept.
     """
@@ -71,16 +98,20 @@ def decode(data: bytes, where: str, size: int | None) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # decodes now, so a truncated file fails here with its name
-            im = im.convert("RGB")
+            pixels = rgb8(im, where)
+    except UserError:
+        raise
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, … for bad files
         reason = _without_buffer_repr(str(e))
         raise UserError(f"{where}: cannot decode image ({reason}); replace or remove the file") from e
-    if size is not None and im.size != (size, size):
-        w, h = im.size
-        s = size / min(w, h)
-        im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
-        left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-        im = im.crop((left, top, left + size, top + size))
+    if size is None or pixels.shape[:2] == (size, size):
+        return pixels
+    im = Image.fromarray(pixels)
+    w, h = im.size
+    s = size / min(w, h)
+    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+    left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+    im = im.crop((left, top, left + size, top + size))
     return np.asarray(im, dtype=np.uint8)
 
 

@@ -73,6 +73,9 @@ def _ccfs_check_config(cfg) -> None:
     if cfg.init == "window" and cfg.score == "logits":
         raise UserError("--init window orders samples by difficulty: it needs --score forgetting or cscore")
     per_class, budgets = selection.phase_budgets(cfg.ipc, cfg.alpha, cfg.phases, cfg.semantics)
+    if cfg.ipc == per_class:
+        raise UserError(f"alpha {cfg.alpha:g} takes all {cfg.ipc} images per class from the distilled part, leaving no "
+                        "real images for the curriculum's phases: lower --alpha below 1")
     if 0 in budgets:
         raise UserError(f"{cfg.phases} phases for {cfg.ipc - per_class} real images per class: phase "
                         f"{budgets.index(0) + 1} would add none; use --phases {cfg.ipc - per_class} or fewer")

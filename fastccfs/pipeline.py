@@ -23,7 +23,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from fastccfs import distributed, registry
-from fastccfs.atomic import write_json
+from fastccfs.atomic import tracking, write_json
 from fastccfs.checks import check_resources, validate
 from fastccfs.config import RunConfig
 from fastccfs.context import Context, WorkPlan
@@ -69,7 +69,7 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True, pla
     with distributed.rank0_first():  # rank 0 decodes into the shared cache, the others open its result
         stores = convert(cfg.dataset, cfg.root, cfg.cache, progress=progress)
         validate(cfg, stores["train"])  # and those against the train store, before any training
-        check_resources(cfg, stores["train"], run_dir.path)
+        check_resources(cfg, stores["train"], stores["test"], run_dir.path, device)
         if registry.get("backend", cfg.loader).form is not None:  # the backend reads its own form of the stores
             from fastccfs.formats import convert_store
 
@@ -90,7 +90,8 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True, pla
             run_dir.create(data)
             run_dir.timings.setdefault("convert", round(convert_s, 3))
         distributed.barrier()
-        with RunLog(run_dir.path / Layout.LOG, quiet=not progress) if main else nullcontext() as logger:
+        with RunLog(run_dir.path / Layout.LOG, quiet=not progress) if main else nullcontext() as logger, \
+                tracking(run_dir.path, run_dir.checksums) if main else nullcontext():  # each output's checksum
             try:
                 summary = _run_stages(cfg, run_dir, stores, device, progress, logger)
             except Exception as e:

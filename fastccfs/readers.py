@@ -121,8 +121,11 @@ def read_cifar(source: Source) -> RawDataset:
             if "data" not in d or label_key not in d:
                 raise UserError(f"{member} of {source.path} lacks 'data' or '{label_key}': not a {source.kind} batch")
             x = np.asarray(d["data"], dtype=np.uint8)
-            if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(d[label_key]):
+            if x.ndim != 2 or x.shape[1] != 3072:
                 raise UserError(f"{member} of {source.path} holds data of shape {x.shape}: expected (N, 3072)")
+            if len(x) != len(d[label_key]):
+                raise UserError(f"{member} of {source.path} holds {len(x)} images but {len(d[label_key])} labels: "
+                                f"the batch is damaged; re-download {info['archive']}")
             # Rows are channel-planar 32x32 RGB; the store is NHWC.
             xs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(np.asarray(d[label_key], dtype=np.int64))

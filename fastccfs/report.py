@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fastccfs.atomic import write_bytes, write_text
+from fastccfs.atomic import keep_checksums, write_bytes, write_text
 from fastccfs.rundir import Layout
 
 GRID_CLASSES = 10  # image grids show at most this many classes (the first ones)
@@ -164,16 +164,17 @@ def build_report(run_dir: str | os.PathLike, store=None, cache=None) -> Path:
     """Write RUN_DIR/report.html and its PNG figures; returns the page's path."""
     run = gather(Path(run_dir), store, cache)
     sections, missing = report_sections(run)
-    for name, (caption, png) in report_figures(run).items():
-        write_bytes(run["dir"] / name, png)
-        sections.append(f"<figure>{_img_tag(png, caption)}<figcaption>{html.escape(caption)} "
-                        f"({name})</figcaption></figure>")
-    if missing:
-        sections.append("<h2>Missing</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
-    data = {"config": run["cfg"], "teacher": run["teacher"], "phases": run["phases"], "eval": run["evaluation"],
-            "timings": run["timings"], "missing": missing}
-    path = run["dir"] / Layout.REPORT
-    write_text(path, _page(run["title"], sections, data))
+    with keep_checksums(run["dir"]):  # the run's record of what it wrote stays true
+        for name, (caption, png) in report_figures(run).items():
+            write_bytes(run["dir"] / name, png)
+            sections.append(f"<figure>{_img_tag(png, caption)}<figcaption>{html.escape(caption)} "
+                            f"({name})</figcaption></figure>")
+        if missing:
+            sections.append("<h2>Missing</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
+        data = {"config": run["cfg"], "teacher": run["teacher"], "phases": run["phases"], "eval": run["evaluation"],
+                "timings": run["timings"], "missing": missing}
+        path = run["dir"] / Layout.REPORT
+        write_text(path, _page(run["title"], sections, data))
     return path
 
 
@@ -328,5 +329,6 @@ def build_comparison(run_dirs) -> Path:
     sections = [f"<h1>{title}</h1>", "<p>Test accuracy (%), mean ± std over each run's evaluation runs.</p>",
                 _table(header, rows)]
     path = dirs[0] / Layout.COMPARISON
-    write_text(path, _page(title, sections, {"runs": data}))
+    with keep_checksums(dirs[0]):
+        write_text(path, _page(title, sections, {"runs": data}))
     return path

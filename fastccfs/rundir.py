@@ -14,9 +14,12 @@ Layout:
   synthetic_set.npz       distilled images + real indices (fastccfs export RUN writes PNGs)
   eval/<model>_<r>.json   one evaluation run each; eval.json gathers them
   timings.json, run.log, report.html (+ fig_*.png)
+  checksums.sha256        the SHA-256 of every file above as the run wrote it (fastccfs.atomic.tracking):
+                          a resumed run redoes a file damaged since, and every stage after it
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -27,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from fastccfs.atomic import PidLock, refuse_other_settings, remove_stale_temps, write_json, write_text
+from fastccfs.atomic import (CHECKSUMS, PidLock, file_sha256, read_checksums, refuse_other_settings,
+                             remove_stale_temps, write_json, write_text)
 from fastccfs.config import RunConfig
 from fastccfs.errors import UserError
 
@@ -53,15 +57,42 @@ class Layout:
     def eval_run(name: str, r: int) -> str:
         return f"eval/{name}_{r}.json"
 
+    @staticmethod
+    def stage_of(name: str) -> tuple[int, str] | None:
+        """(when the run writes NAME, a path relative to the run folder; what makes it) for the stages'
+        outputs, None for the bookkeeping (settings, data, timings, log, lock, checksums). A damaged output
+        is redone with every output of its stage and after (an evaluation run's record alone: the runs
+        are independent of each other)."""
+        L = Layout
+        phase = re.fullmatch(r"phase_(\d+)\.(npz|json)", name)
+        if phase:
+            return 10 + int(phase.group(1)), f"phase {phase.group(1)}"
+        fixed = {L.FORGETTING: (0, "the teacher"), L.TEACHER_TRAINING: (0, "the teacher"), L.TEACHER: (0, "the teacher"),
+                 L.TEACHER_INFO: (1, "the teacher's predictions"), L.TEACHER_PRED: (1, "the teacher's predictions"),
+                 L.SCORES: (2, "the scores"), L.START: (4, "the starting set"), L.PHASES: (10**6, "the final set"),
+                 L.SELECTED: (10**6, "the final set"), L.SYNTHETIC: (10**6, "the final set"),
+                 L.SOFT_LABELS_RECORD: (10**6 + 1, "the shared soft labels"), L.EVAL: (10**6 + 3, "the evaluation"),
+                 L.REPORT: (10**6 + 4, "the report"), L.COMPARISON: (10**6 + 4, "the report")}
+        if name in fixed:
+            return fixed[name]
+        if name.startswith(L.DISTILLED + "/"):
+            return 3, "the distilled part"
+        if name.startswith(L.EVAL_DIR + "/") and name.endswith(".json"):
+            return 10**6 + 2, f"evaluation run {name[len(L.EVAL_DIR) + 1:-5]}"
+        if re.fullmatch(r"fig_.+\.png", name):
+            return 10**6 + 4, "the report"
+        return None
+
 
 # Files a run directory holds before any stage has finished: removing them loses no work.
-_BOOKKEEPING = {Layout.CONFIG, Layout.DATA, Layout.LOG, Layout.TIMINGS, Layout.LOCK}
+_BOOKKEEPING = {Layout.CONFIG, Layout.DATA, Layout.LOG, Layout.TIMINGS, Layout.LOCK, CHECKSUMS}
 
 
 class RunDir:
     def __init__(self, path, cfg: RunConfig):
         self.path, self.cfg = Path(path), cfg
         self.created = False
+        self.checksums: dict[str, str] = {}  # what the run wrote, checked (repair) and kept (atomic.tracking)
         self.timings, self.precision, self.decisions = {}, {}, {}
         self.lock = PidLock(self.path / ".lock")
 
@@ -74,6 +105,14 @@ class RunDir:
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {path} is a file: pass a folder for the run")
         config = path / Layout.CONFIG
+        damaged = config.is_file() and self._damaged(Layout.CONFIG)
+        if damaged and hashlib.sha256(self.settings_text().encode()).hexdigest() == damaged:
+            print(f"fastccfs: {config} was damaged since the run wrote it; these settings are the ones it held "
+                  "(its checksum says so): writing it again", file=sys.stderr, flush=True)
+            write_text(config, self.settings_text())
+        elif damaged:
+            raise UserError(f"{config} is damaged (it is not what the run wrote), and these settings are not the ones "
+                            "it held: pass the run's settings to repair it, or another --out")
         if config.is_file():
             try:
                 before = yaml.safe_load(config.read_text())
@@ -87,11 +126,37 @@ class RunDir:
         elif path.is_dir() and any(p.name != ".lock" for p in path.iterdir()):
             raise UserError(f"--out {path} is a folder that holds other files: pass a new or empty folder")
 
+    def settings_text(self) -> str:
+        return yaml.safe_dump(self.cfg.science(), sort_keys=False)
+
+    def _damaged(self, name: str) -> str | None:
+        """The checksum recorded for NAME when the file differs from it (damaged since the run wrote it)."""
+        recorded = (read_checksums(self.path) or {}).get(name)
+        return recorded if recorded and file_sha256(self.path / name) != recorded else None
+
+    @staticmethod
+    def data_text(data: dict) -> str:
+        return json.dumps(data, indent=1) + "\n"  # as fastccfs.atomic.write_json writes it
+
     def check_data(self, stores: dict) -> dict:
         """Refuse to resume a run on other data (data.json: each split's content fingerprint)."""
         data = {split: store.content_fingerprint() for split, store in stores.items()}
         record = self.path / Layout.DATA
-        if record.is_file() and json.loads(record.read_text()) != data:
+        damaged = record.is_file() and self._damaged(Layout.DATA)
+        if damaged and hashlib.sha256(self.data_text(data).encode()).hexdigest() == damaged:
+            print(f"fastccfs: {record} was damaged since the run wrote it; this data is the run's (its checksum "
+                  "says so): writing it again", file=sys.stderr, flush=True)
+            write_text(record, self.data_text(data))
+        elif damaged:
+            raise UserError(f"{record} is damaged (it is not what the run wrote), and this data is not the run's: "
+                            "pass another --out")
+        try:
+            before = json.loads(record.read_text()) if record.is_file() else data
+        except ValueError:
+            before = None
+        if not isinstance(before, dict):
+            raise UserError(f"{record} is damaged and does not say which data the run used: pass another --out")
+        if before != data:
             raise UserError(f"{self.path} was started on other data (the {self.cfg.dataset} store has changed "
                             "since: samples moved, added or removed): pass another --out")
         return data
@@ -108,16 +173,63 @@ class RunDir:
         if not self.lock.acquire():
             raise UserError(f"another fastccfs process (pid {self.lock.owner()}) is running the run in {self.path}: "
                             "wait for it to finish, or pass another --out")
-        if not (self.path / Layout.DATA).is_file():
-            write_json(self.path / Layout.DATA, data)
         for folder in (self.path, self.path / Layout.EVAL_DIR):
             remove_stale_temps(folder)  # half-written files of a killed earlier attempt
+        self.checksums = self.repair()
+        if not (self.path / Layout.DATA).is_file():
+            write_json(self.path / Layout.DATA, data)
+            self.checksums[Layout.DATA] = file_sha256(self.path / Layout.DATA)
         if not (self.path / Layout.CONFIG).is_file():
-            write_text(self.path / Layout.CONFIG, yaml.safe_dump(self.cfg.science(), sort_keys=False))
+            write_text(self.path / Layout.CONFIG, self.settings_text())
+        self.checksums[Layout.CONFIG] = file_sha256(self.path / Layout.CONFIG)
         timings = self.path / Layout.TIMINGS
-        earlier = json.loads(timings.read_text()) if timings.is_file() else {}
+        try:
+            earlier = json.loads(timings.read_text()) if timings.is_file() else {}
+        except ValueError:
+            earlier = None
+        if not isinstance(earlier, dict):  # the times of earlier attempts are lost; the run's results are not
+            print(f"fastccfs: {timings} is damaged: the stages' times start again", file=sys.stderr, flush=True)
+            earlier = {}
         self.timings, self.precision = earlier.get("stages", {}), earlier.get("precision", {})
         self.decisions = earlier.get("decisions", {})
+
+    def repair(self) -> dict[str, str]:
+        """Each output the run wrote, checked against the checksum recorded as it was written: a damaged
+        one (truncated, overwritten, one bit flipped), or one whose checksum is missing, is removed with
+        every output of its stage and of the stages after it (Layout.stage_of), one line saying so; the
+        stages then run again as in an uninterrupted run. Returns the checksums of what is kept. A folder of
+        an earlier fastccfs (no checksums) has its files' checksums recorded as they are."""
+        recorded = read_checksums(self.path)
+        present = {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()}
+        outputs = {name for name in present if Layout.stage_of(name) is not None}
+        if recorded is None:
+            return {name: file_sha256(self.path / name) for name in outputs | ({Layout.TIMINGS} & present)}
+        kept = {name: h for name, h in recorded.items() if name in present}
+        bad = {name for name in outputs if name not in kept or file_sha256(self.path / name) != kept[name]}
+        if Layout.TIMINGS in kept and file_sha256(self.path / Layout.TIMINGS) != kept[Layout.TIMINGS]:
+            kept.pop(Layout.TIMINGS)  # create() reads it and says so if it is damaged
+        if not bad:
+            return kept
+        first = min(bad, key=lambda name: Layout.stage_of(name)[0])
+        rank, what = Layout.stage_of(first)
+        if rank == Layout.stage_of(Layout.eval_run("m", 0))[0]:  # evaluation runs: each one alone
+            doomed = bad | {name for name in outputs if Layout.stage_of(name)[0] > rank}
+            what = ", ".join(sorted(Layout.stage_of(name)[1] for name in bad))
+        else:
+            doomed = {name for name in outputs if Layout.stage_of(name)[0] >= rank}
+            if rank <= Layout.stage_of(Layout.SOFT_LABELS_RECORD)[0]:  # the arrays its record vouches for
+                doomed |= {Layout.SOFT_LABELS, Layout.SOFT_LABEL_CLASSES} & present
+        print(f"fastccfs: {self.path / first} is damaged (it is not what the run wrote"
+              f"{'' if first in kept else ': no checksum'}): redoing {what} and what follows it"
+              f"{'' if len(bad) == 1 else f' ({len(bad)} damaged files)'}", file=sys.stderr, flush=True)
+        for name in doomed:
+            (self.path / name).unlink(missing_ok=True)
+            kept.pop(name, None)
+            for parent in (self.path / name).parents:  # folders left empty (distilled/new000/, …)
+                if parent == self.path or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+        return kept
 
     # Where each stage's outputs are, and whether the stage has finished (its last file is written last).
     def phase_file(self, j: int, ext: str) -> Path:

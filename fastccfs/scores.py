@@ -79,14 +79,16 @@ def load_scores(path: str | os.PathLike, store) -> np.ndarray:
     try:
         if path.suffix == ".npz" or kind == "cscore":
             with np.load(path) as data:
-                scores = np.asarray(data["scores"], np.float64)
-            scores = -scores if kind == "cscore" else scores
+                raw = data["scores"]
         else:
-            scores = np.asarray(np.load(path), np.float64)
+            raw = np.load(path)
     except FileNotFoundError:
         raise UserError(f"{path}: no such score file") from None
     except (ValueError, OSError, EOFError) as e:
         raise UserError(f"{path}: not a readable .npy/.npz score file ({e})") from e
+    if raw.dtype.kind not in "iuf":  # bool, complex, strings, objects: not a difficulty
+        raise UserError(f"{path}: scores must be real numbers (integers or floats), got {raw.dtype} values")
+    scores = -np.asarray(raw, np.float64) if kind == "cscore" else np.asarray(raw, np.float64)
     if scores.ndim != 1:
         raise UserError(f"{path}: scores must be one number per sample, got shape {scores.shape}")
     if len(scores) != len(store):

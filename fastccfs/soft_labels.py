@@ -11,13 +11,15 @@ protocol (`online`, the default) runs the teacher on each run's own batch instea
 passes where this makes one.
 
 Generation is resumable by epoch: the arrays are memory-mapped and `soft_labels.json` records the epochs
-finished, so a killed run continues where it stopped.
+finished with each epoch's SHA-256, so a killed run continues where it stopped and an epoch damaged since
+it was written is generated again (with every epoch after it).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +39,6 @@ def nbytes(epochs: int, n: int, classes: int, topk: int | None) -> int:
     if topk is None:
         return epochs * n * classes * 2
     return epochs * n * min(topk, classes) * (2 + (2 if classes <= 32767 else 4))
-
-
-def describe(size: int) -> str:
-    return f"{size / 2**20:,.0f} MB" if size >= 2**20 else f"{size / 2**10:,.0f} KB"
 
 
 def epoch_crops(seed: int, epoch: int, n: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,11 +91,30 @@ class SharedLabels:
         if not shape_ok or record.get("settings") != self.identity():
             return 0
         done = record.get("epochs_done")
-        return done if isinstance(done, int) and 0 <= done <= self.epochs else 0
+        if not isinstance(done, int) or not 0 <= done <= self.epochs:
+            return 0
+        recorded = record.get("epoch_sha256") or []
+        arrays = self.open()
+        for epoch in range(done):
+            if epoch >= len(recorded) or epoch_sha256(arrays, epoch) != recorded[epoch]:
+                print(f"fastccfs: {self.values_path} epoch {epoch + 1} is damaged (it is not what the run wrote): "
+                      f"generating epochs {epoch + 1}–{self.epochs} again", file=sys.stderr, flush=True)
+                return epoch
+        return done
+
 
     def open(self) -> tuple[np.ndarray, np.ndarray | None]:
         values = np.load(self.values_path, mmap_mode="r")
         return values, (np.load(self.classes_path, mmap_mode="r") if self.topk is not None else None)
+
+
+def epoch_sha256(arrays, epoch: int) -> str:
+    """One epoch's stored soft labels (values, and classes or None), hashed."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is not None:
+            digest.update(np.ascontiguousarray(array[epoch]).tobytes())
+    return digest.hexdigest()
 
 
 def generate(labels: SharedLabels, teacher: torch.nn.Module, images: np.ndarray, mean, std, device, amp: str,
@@ -111,6 +128,7 @@ def generate(labels: SharedLabels, teacher: torch.nn.Module, images: np.ndarray,
     from fastccfs.precision import autocast_dtype
 
     done = labels.epochs_done()
+    hashes = (json.loads(labels.record_path.read_text()).get("epoch_sha256") or [])[:done] if done else []
     shape = (labels.epochs, labels.size, labels.kept)
     mode = "r+" if done else "w+"
     values = np.lib.format.open_memmap(labels.values_path, mode=mode, dtype=np.float16, shape=None if done else shape)
@@ -139,11 +157,13 @@ def generate(labels: SharedLabels, teacher: torch.nn.Module, images: np.ndarray,
                 top = out.topk(labels.kept, dim=1)
                 values[epoch, start:start + len(rows)] = top.values.cpu().numpy()
                 classes[epoch, start:start + len(rows)] = top.indices.cpu().numpy()
+        hashes.append(epoch_sha256((values, classes), epoch))
         if epoch + 1 == labels.epochs or (epoch + 1) % 10 == 0:  # saved: a resume starts after this epoch
             values.flush()
             if classes is not None:
                 classes.flush()
-            write_json(labels.record_path, {"settings": labels.identity(), "epochs_done": epoch + 1})
+            write_json(labels.record_path, {"settings": labels.identity(), "epochs_done": epoch + 1,
+                                            "epoch_sha256": hashes})
         bar.update()
     bar.close()
     del values, classes
@@ -191,13 +211,3 @@ class SharedLabelLoader:
                 target = full.scatter_(1, classes[rows], target)
             dev_rows = rows.to(self.device)
             yield x, self.y[dev_rows], self.ids[dev_rows], target.to(self.device)
-
-
-def free_bytes(path: str | os.PathLike) -> int:
-    """Free bytes on the file system of PATH (its nearest existing parent)."""
-    import shutil
-
-    p = Path(path).resolve()
-    while not p.exists():
-        p = p.parent
-    return shutil.disk_usage(p).free

@@ -163,9 +163,9 @@ def test_shared_soft_labels_end_to_end(own_run, demo_stores, cache, args, tmp_pa
 
 def test_shared_soft_labels_too_large_for_the_disk_is_refused_before_work(own_run, cache, args, tmp_path, capsys,
                                                                             monkeypatch):
-    from fastccfs import context, soft_labels
+    from fastccfs import context, resources
 
-    monkeypatch.setattr(soft_labels, "free_bytes", lambda path: 10_000)
+    monkeypatch.setattr(resources, "free_disk", lambda path: 10_000)
     monkeypatch.setattr(context, "fit", lambda *a, **k: pytest.fail("training started"))
     out = tmp_path / "full"
     assert run(cache, out, *args, "--soft-labels", "shared") == 2

@@ -69,7 +69,7 @@ def test_a_full_disk_is_one_line_before_anything_is_written(tmp_path, monkeypatc
     monkeypatch.setattr(store.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
     assert main(["convert", "demo", "--cache", str(tmp_path / "c"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "needs 0.01 GB free in" in err and "\n" not in err
+    assert "demo/train needs 10 MB free in" in err and "which has 1,000 bytes" in err and "\n" not in err
     assert not [p for p in (tmp_path / "c").iterdir()]  # no temp left
 
 
