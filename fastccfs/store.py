@@ -98,6 +98,10 @@ class Store:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __repr__(self) -> str:  # not the dataclass's, which prints every pixel
+        return f"Store({str(self.path)!r}: {len(self)} images {'×'.join(map(str, self.images.shape[1:]))}, " \
+               f"{self.num_classes} classes)"
+
     @property
     def classes(self) -> list[str]:
         return self.meta["classes"]
@@ -148,6 +152,8 @@ def array_checksum(path: Path) -> str:
 
 def find_store(source: str | os.PathLike, split: str = "train", cache: str | os.PathLike | None = None) -> Store:
     """A store given by its folder, by a dataset folder holding split folders, or by a converted dataset's name."""
+    if split not in SPLITS:
+        raise UserError(f"split must be {' or '.join(SPLITS)}; got {split!r} (a dataset's val split is stored as test)")
     path = Path(source)
     for candidate in (path, path / split, Path(cache or default_cache()) / str(source) / split):
         if (candidate / "meta.json").is_file():

@@ -207,3 +207,36 @@ def test_torch_backend_crops_are_fixed_by_seed_and_epoch(demo):
     assert all(torch.equal(x, y) for x, y in zip(first, epoch_batches(a)))  # replayed
     c = make_loader(demo, backend="torch", batch_size=100, device="cpu", seed=4, num_workers=0, indices=subset)
     assert not torch.equal(first[0], epoch_batches(c)[0])
+
+
+def test_the_loaders_silent_footguns_and_misuse_are_one_line(demo_stores):
+    """Issue 26: a set's real part is never the whole split by accident, a mask is a mask, and every misuse is
+    one line naming the argument."""
+    from fastccfs.errors import UserError
+
+    store = demo_stores["train"]
+    extra = np.zeros((4, 32, 32, 3), np.uint8)
+    cases = [
+        (dict(extra_images=extra, extra_labels=[0, 1, 2, 3]), "extra_images= without indices= would serve all 3000"),
+        (dict(indices=[], extra_images=extra), "extra_images= needs extra_labels="),
+        (dict(indices=[], extra_images=extra, extra_labels=np.eye(10)[:4]), "hold 10 values per image (soft labels)"),
+        (dict(indices=[0.5, 2.0]), "indices= must be integer store positions (or a boolean mask), got float64"),
+        (dict(indices=[3000]), "indices must lie in [0, 3000); got 3000..3000"),
+        (dict(indices=np.ones(10, bool)), "a boolean mask as indices= must have one entry per store sample (3000)"),
+        (dict(batch_size=0), "batch_size must be a whole number ≥ 1; got 0"),
+        (dict(batch_size=-1), "batch_size must be a whole number ≥ 1; got -1"),
+        (dict(rank=3, world_size=3), "rank must be in [0, world_size)"),
+        (dict(flip=2.0), "flip is a probability in [0, 1]; got 2.0"),
+        (dict(scale=(1.0, 0.08)), "scale must be (low, high) with 0 < low ≤ high ≤ 1; got (1.0, 0.08)"),
+        (dict(split="val"), "split must be train or test; got 'val'"),
+    ]
+    for kwargs, message in cases:
+        source = store.path.parent if "split" in kwargs else store  # a folder of splits, or the store itself
+        with pytest.raises(UserError) as e:
+            make_loader(source, device="cpu", **kwargs)
+        assert message in str(e.value) and "\n" not in str(e.value), (kwargs, str(e.value))
+    mask = np.zeros(len(store), bool)
+    mask[[5, 17, 2999]] = True
+    loader = make_loader(store, indices=mask, augment=False, batch_size=2, device="cpu")
+    assert sorted(int(i) for _, _, idx in loader for i in idx) == [5, 17, 2999]
+    assert repr(store).startswith("Store(") and len(repr(store)) < 200

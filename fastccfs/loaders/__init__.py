@@ -44,12 +44,30 @@ def make_loader(source: str | os.PathLike | Store, split: str = "train", backend
     torch backend num_workers, persistent_workers; ffcv num_workers; dali num_threads.
     """
     chosen = registry.get("backend", backend)
+    _check_options(batch_size, options)
     if seed is None:  # an evaluation loader has no randomness: leave the global generator untouched
         random = augment or options.get("shuffle")
         seed = int(torch.randint(0, 2**31 - 1, (), dtype=torch.int64)) if random else 0
     loader = _make(source, split, backend, chosen, batch_size, augment, device, indices, seed, extra_images,
                    extra_labels, cache, **options)
     return loader if with_indices else WithoutIndices(loader)
+
+
+def _check_options(batch_size, options) -> None:
+    """The settings every backend shares, each with its range: one line, before anything is read."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size must be a whole number ≥ 1; got {batch_size!r}")
+    rank, world = options.get("rank", 0), options.get("world_size", 1)
+    if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
+        raise UserError(f"rank must be in [0, world_size) and world_size ≥ 1; got rank {rank}, world_size {world}")
+    if not 0 <= options.get("flip", 0.5) <= 1:
+        raise UserError(f"flip is a probability in [0, 1]; got {options['flip']}")
+    for name, low in (("scale", 0.0), ("ratio", 0.0)):
+        if name in options:
+            lo, hi = options[name]
+            if not low < lo <= hi or (name == "scale" and hi > 1):
+                raise UserError(f"{name} must be (low, high) with {low:g} < low ≤ high{' ≤ 1' if name == 'scale' else ''}"
+                                f"; got {options[name]}")
 
 
 class WithoutIndices:
