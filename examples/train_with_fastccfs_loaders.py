@@ -3,7 +3,8 @@
     fastccfs convert cifar10 --root DATA --to ffcv        # once: the store (and the FFCV/DALI form)
     python examples/train_with_fastccfs_loaders.py cifar10 --backend ffcv --epochs 5
 
-Batches are (x, y, idx): x normalised NCHW channels_last on the device, y labels, idx the store index
+Batches are (x, y, idx): x normalised NCHW on the device (channels_last here, asked for: the model is
+channels_last), y labels, idx the store index
 of each image (what per-sample bookkeeping — forgetting events, selection — keys on).
 """
 import argparse
@@ -35,8 +36,10 @@ def main() -> None:
     if args.backend in ("ffcv", "dali"):  # writes the form once; later calls find it up to date
         for store in stores.values():
             convert_store(store, args.backend, progress=False)
-    train = make_loader(stores["train"], backend=args.backend, batch_size=args.batch_size, device=device)
-    test = make_loader(stores["test"], backend=args.backend, augment=False, batch_size=500, device=device)
+    train = make_loader(stores["train"], backend=args.backend, batch_size=args.batch_size, device=device,
+                        memory_format=torch.channels_last)
+    test = make_loader(stores["test"], backend=args.backend, batch_size=500, device=device,
+                       memory_format=torch.channels_last)  # a test split: no augmentation, by default
 
     model = create_model(args.model, stores["train"].num_classes, stores["train"].image_size[0])
     model = model.to(device, memory_format=torch.channels_last)

@@ -79,7 +79,7 @@ class Context:
         if why:
             self.note(f"--loader {backend} cannot serve {why}: the tensor backend serves it")
             backend = "tensor"
-        return make_loader(store, backend=backend, device=self.device, **kw)
+        return make_loader(store, backend=backend, device=self.device, memory_format=torch.channels_last, **kw)
 
     def note(self, message: str) -> None:
         """A one-line note, printed once per run."""

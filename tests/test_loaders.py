@@ -31,7 +31,7 @@ def test_one_epoch_yields_every_index_once_with_its_label(demo, backend, augment
     ids, labels = [], []
     for x, y, idx in loader:
         assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
-        assert x.is_contiguous(memory_format=torch.channels_last)
+        assert x.is_contiguous()  # as a DataLoader gives it
         ids.append(idx)
         labels.append(y)
     ids, labels = torch.cat(ids).numpy(), torch.cat(labels).numpy()
@@ -156,13 +156,15 @@ def test_synthetic_set_refuses_mismatched_images(demo):
     from fastccfs.errors import UserError
 
     with pytest.raises(UserError, match=r"extra images are \(16, 16\)"):
-        make_loader(demo, device="cpu", extra_images=np.zeros((2, 16, 16, 3), np.uint8), extra_labels=[0, 1])
+        make_loader(demo, device="cpu", indices=[], extra_images=np.zeros((2, 16, 16, 3), np.uint8),
+                    extra_labels=[0, 1])
     with pytest.raises(UserError, match="indices must lie in"):
         make_loader(demo, device="cpu", indices=[0, len(demo)])
 
 
 def test_bf16_output(demo):
-    x, _, _ = next(iter(make_loader(demo, batch_size=8, device="cpu", dtype=torch.bfloat16)))
+    x, _, _ = next(iter(make_loader(demo, batch_size=8, device="cpu", dtype=torch.bfloat16,
+                                    memory_format=torch.channels_last)))
     assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
 
 

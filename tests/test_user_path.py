@@ -68,10 +68,45 @@ def test_loader_drops_into_a_dataloader_loop(demo_stores):
     loader = make_loader(demo_stores["train"], batch_size=500, device="cpu", with_indices=False, seed=0)
     seen = 0
     for x, y in loader:  # the loop of a DataLoader, unchanged
-        assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+        assert x.dtype == torch.float32 and x.is_contiguous()
         seen += len(y)
     assert seen == 3000 and len(loader) == 6
     loader.set_epoch(0)  # the loader's own methods still reach through
+
+
+def test_dataloader_shaped_code_runs_unchanged(demo_stores):
+    """Issue 26: the DC/DSA/DM/MTT ConvNet flattens with .view; code reads len(loader.dataset) and calls
+    loader.sampler.set_epoch; a test split is not augmented unless asked."""
+    from torch import nn
+
+    class DCConvNet(nn.Module):  # the DC codebases' pattern: out.view(out.size(0), -1)
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4))
+            self.classifier = nn.Linear(8 * 8 * 8, 10)
+
+        def forward(self, x):
+            out = self.features(x)
+            return self.classifier(out.view(out.size(0), -1))
+
+    train = make_loader(demo_stores["train"], batch_size=100, device="cpu", with_indices=False, seed=0)
+    net = DCConvNet()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    for epoch in range(1):
+        train.sampler.set_epoch(epoch)
+        for x, y in train:
+            assert x.view(x.size(0), -1).shape == (len(y), 3 * 32 * 32)
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    assert len(train.dataset) == 3000 and train.dataset.classes == demo_stores["train"].classes
+    test = make_loader(demo_stores["test"], batch_size=250, device="cpu")
+    first = next(iter(test))
+    again = next(iter(make_loader(demo_stores["test"], batch_size=250, device="cpu")))
+    assert torch.equal(first[0], again[0]) and first[2].tolist() == list(range(250))  # stored order, no crops
+    subset = make_loader(demo_stores["train"], indices=[3, 1], extra_images=np.zeros((1, 32, 32, 3), np.uint8),
+                         extra_labels=[4], device="cpu")
+    assert len(subset.dataset) == 3
 
 
 def test_loader_seed_comes_from_torch_global_generator(demo_stores):

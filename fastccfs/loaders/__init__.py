@@ -1,7 +1,10 @@
 """One loader protocol over every backend: iterate → (x, y, idx), or (x, y) with with_indices=False.
 
-x: normalised float32/bf16 NCHW channels_last on the target device; y: int64 labels; idx: int64 ids —
-the store index of a real image, and -1 - j for the j-th extra (distilled) image of a synthetic set.
+x: normalised float32/bf16 NCHW on the target device, contiguous (as a DataLoader gives it: `x.view(n, -1)`
+works) unless memory_format=torch.channels_last asks for the backends' own layout (the pipeline does: its
+convolutions are faster so); y: int64 labels; idx: int64 ids — the store index of a real image, and -1 - j
+for the j-th extra (distilled) image of a synthetic set. The loader has what DataLoader-shaped code reads:
+len(loader), loader.batch_size, loader.dataset (len, classes, store), loader.sampler.set_epoch(e).
 
     from fastccfs.loaders import make_loader
     train = make_loader("cifar10", backend="tensor", batch_size=256, device="cuda", with_indices=False)
@@ -17,6 +20,7 @@ import torch
 from fastccfs import registry
 from fastccfs.errors import UserError
 from fastccfs.loaders.backends import Backend, Loader  # noqa: F401  (the records and the protocol, re-exported)
+from fastccfs.loaders.sets import store_indices
 from fastccfs.store import Store, find_store
 
 
@@ -25,8 +29,9 @@ def default_device() -> torch.device:
 
 
 def make_loader(source: str | os.PathLike | Store, split: str = "train", backend: str = "tensor",
-                batch_size: int = 256, augment: bool = True, device=None, indices=None, seed: int | None = None,
-                extra_images=None, extra_labels=None, cache=None, with_indices: bool = True, **options):
+                batch_size: int = 256, augment: bool | str | None = None, device=None, indices=None, seed: int | None = None,
+                extra_images=None, extra_labels=None, cache=None, with_indices: bool = True,
+                memory_format=torch.contiguous_format, **options):
     """A loader over a store (a Store, its folder, or a converted dataset's name in the cache).
 
     backend: a registered backend (fastccfs.loaders.backends): tensor (the split resident on the device),
@@ -36,21 +41,28 @@ def make_loader(source: str | os.PathLike | Store, split: str = "train", backend
     indices / extra_images / extra_labels make it serve a synthetic set (see synthetic_arrays).
     augment: True/"rrc" RandomResizedCrop + flip (CCFS's filters and evaluation), "crop_pad" RandomCrop
     with 4-pixel zero padding + flip (the teachers' recipe; tensor and torch backends), False the
-    evaluation mode: no augmentation, the stored order, every sample once.
+    evaluation mode: no augmentation, the stored order, every sample once; None (default): True for a train
+    split, False for a test split.
     seed fixes every epoch's order and crops (set_epoch(e) replays epoch e); None draws one from torch's
     global generator, so torch.manual_seed controls it as it does a DataLoader's shuffling.
     with_indices=False yields (x, y) instead of (x, y, idx), for loops written for a DataLoader.
+    memory_format: of x; torch.contiguous_format (default, as a DataLoader) or torch.channels_last.
     options go to the backend: shuffle, drop_last, dtype, rank, world_size, scale, ratio, flip; for the
     torch backend num_workers, persistent_workers; ffcv num_workers; dali num_threads.
     """
     chosen = registry.get("backend", backend)
     _check_options(batch_size, options)
+    store = source if isinstance(source, Store) else find_store(source, split, cache)
+    if augment is None:  # a test split is evaluated, not trained on
+        augment = store.meta.get("split", split) == "train"
+    if memory_format not in (torch.contiguous_format, torch.channels_last):
+        raise UserError(f"memory_format must be torch.contiguous_format or torch.channels_last; got {memory_format}")
     if seed is None:  # an evaluation loader has no randomness: leave the global generator untouched
         random = augment or options.get("shuffle")
         seed = int(torch.randint(0, 2**31 - 1, (), dtype=torch.int64)) if random else 0
-    loader = _make(source, split, backend, chosen, batch_size, augment, device, indices, seed, extra_images,
-                   extra_labels, cache, **options)
-    return loader if with_indices else WithoutIndices(loader)
+    loader = _make(store, backend, chosen, batch_size, augment, device, indices, seed, extra_images, extra_labels,
+                   **options)
+    return Adapted(loader, memory_format, with_indices)
 
 
 def _check_options(batch_size, options) -> None:
@@ -70,28 +82,59 @@ def _check_options(batch_size, options) -> None:
                                 f"; got {options[name]}")
 
 
-class WithoutIndices:
-    """A loader that yields (x, y): the (x, y, idx) loader underneath, idx dropped."""
+class Adapted:
+    """A backend's loader as user code meets it: x in MEMORY_FORMAT, (x, y, idx) or (x, y) (with_indices), and
+    the attributes of a DataLoader that such code reads (.dataset, .sampler.set_epoch, .batch_size); every
+    other attribute (set_epoch, num_samples, …) is the backend loader's."""
 
-    def __init__(self, loader):
-        self.loader = loader
+    def __init__(self, loader, memory_format, with_indices: bool):
+        self.loader, self.memory_format, self.with_indices = loader, memory_format, with_indices
+        self.sampler = _Sampler(loader)
 
     def __iter__(self):
-        for x, y, _ in self.loader:
-            yield x, y
+        for x, y, idx in self.loader:
+            if self.memory_format is not torch.channels_last:  # the backends produce channels_last
+                x = x.contiguous(memory_format=self.memory_format)
+            yield (x, y, idx) if self.with_indices else (x, y)
 
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __getattr__(self, name):  # set_epoch, batch_size, … of the loader underneath
+    @property
+    def dataset(self) -> "ServedSet":
+        return self.loader.served
+
+    def __getattr__(self, name):
         return getattr(self.loader, name)
 
 
-def _make(source, split, name, backend: Backend, batch_size, augment, device, indices, seed, extra_images,
-          extra_labels, cache, **options):
+class _Sampler:
+    """loader.sampler.set_epoch(e), as DistributedSampler's: the backend loader's own set_epoch."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+
+class ServedSet:
+    """What a loader serves (loader.dataset): len() images, their classes, the store they come from."""
+
+    def __init__(self, store: Store, size: int):
+        self.store, self.size, self.classes = store, size, store.classes
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"ServedSet({self.size} images of {self.store!r})"
+
+
+def _make(store, name, backend: Backend, batch_size, augment, device, indices, seed, extra_images, extra_labels,
+          **options):
     from fastccfs.augment import augment_mode
 
-    store = source if isinstance(source, Store) else find_store(source, split, cache)
     device = device or default_device()
     mode = augment_mode(augment)
     if mode is not None and mode not in backend.augmentations:
@@ -104,5 +147,8 @@ def _make(source, split, name, backend: Backend, batch_size, augment, device, in
     if not backend.serves_extra:  # store-only backends take augment as on/off (their crop is the one they have)
         augment = mode is not None
         extra_images = extra_labels = None
-    return backend.make(store, indices, extra_images, extra_labels, batch_size=batch_size, augment=augment,
-                        device=device, seed=seed, **options)
+    loader = backend.make(store, indices, extra_images, extra_labels, batch_size=batch_size, augment=augment,
+                          device=device, seed=seed, **options)
+    size = len(store) if indices is None else len(store_indices(indices, len(store)))
+    loader.served = ServedSet(store, size + (0 if extra_images is None else len(extra_images)))
+    return loader
