@@ -9,7 +9,7 @@ setup(
     # numba kernels) as fastccfs.kernels: a top-level `kernels` could be an unrelated PyPI package.
     packages=["fastccfs", "fastccfs.loaders", "fastccfs.configs", "fastccfs.kernels"],
     package_dir={"fastccfs.configs": "configs", "fastccfs.kernels": "kernels"},
-    package_data={"fastccfs": ["data/*.zip"], "fastccfs.configs": ["*.yaml"]},
+    package_data={"fastccfs": ["data/*.zip", "data/forgetting_demo.npy"], "fastccfs.configs": ["*.yaml"]},
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",

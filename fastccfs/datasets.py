@@ -19,6 +19,8 @@ from fastccfs.errors import UserError
 from fastccfs.readers import RawDataset, Source, read_cifar, read_demo, read_imagefolder, read_npz, read_tiny
 
 DEMO_ZIP = Path(__file__).resolve().parent / "data" / "cifar10-demo.zip"
+# The published forgetting scores of the demo's train images, in its store's order (data/make_demo.py).
+DEMO_SCORES = DEMO_ZIP.with_name("forgetting_demo.npy")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ An ImageFolder zip of the original JPEG bytes (no re-encoding): the first TRAIN_
 of each class in the official train order, named train/<class>/<official index:05d>.jpg, so that the
 published per-sample scores apply to them; and the first TEST_PER_CLASS test images of each class.
 The official order comes from the labels in reference-scores/cscores_CIFAR10.npz beside the archive.
+Also forgetting_demo.npy: the published forgetting scores (the CCFS repository's
+scores/forgetting_CIFAR10.npy) of those train images, in the demo store's order.
 """
 import sys
 import tarfile
@@ -40,6 +42,11 @@ def main(archive: str) -> None:
                 zf.writestr(f"test/{cls}/{k:04d}.jpg", tar.extractfile(m).read())
     tmp.replace(out)
     print(out, out.stat().st_size // 1024, "KiB")
+    # The published forgetting scores of the demo's train images, in the demo store's order (classes
+    # sorted, then official index): what `fastccfs.load_scores(fastccfs.datasets.DEMO_SCORES, store)` reads.
+    scores = np.load(archive.parent / "reference-scores" / "forgetting_CIFAR10.npy")
+    rows = np.concatenate([np.sort(official[CLASSES.index(c)][:TRAIN_PER_CLASS]) for c in sorted(CLASSES)])
+    np.save(out.with_name("forgetting_demo.npy"), scores[rows])
 
 
 if __name__ == "__main__":

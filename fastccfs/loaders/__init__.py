@@ -135,7 +135,10 @@ def _make(store, name, backend: Backend, batch_size, augment, device, indices, s
           **options):
     from fastccfs.augment import augment_mode
 
-    device = device or default_device()
+    device = torch.device(device or default_device())
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={str(device)!r}, but torch sees no CUDA device here: pass device='cpu' (or leave "
+                        "device unset: CUDA when present, else the CPU)")
     mode = augment_mode(augment)
     if mode is not None and mode not in backend.augmentations:
         names = {"rrc": "RandomResizedCrop", "crop_pad": "RandomCrop with padding"}
