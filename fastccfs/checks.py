@@ -16,7 +16,7 @@ from fastccfs.rundir import Layout
 from fastccfs.scores import load_scores, score_kind
 from fastccfs.store import Store
 
-def validate(cfg: RunConfig, train: Store | None = None) -> RunConfig:
+def validate(cfg: RunConfig, train: Store | None = None, test: Store | None = None) -> RunConfig:
     """Every check that can be made before work, in one place: each setting's range (config.RANGES) and
     choices, the rules between settings (check_config), and, given the TRAIN store, the inputs against it
     (check_inputs: class sizes, teacher checkpoint, scores, distilled set). One line naming what is
@@ -34,6 +34,9 @@ def validate(cfg: RunConfig, train: Store | None = None) -> RunConfig:
     if cfg.eval_jobs != "auto" and not (cfg.eval_jobs.isdigit() and int(cfg.eval_jobs) >= 1):
         raise UserError(f"eval_jobs must be auto or a whole number ≥ 1; got {cfg.eval_jobs}")
     check_config(cfg)
+    if test is not None and not len(test):
+        raise UserError(f"the test split of {cfg.dataset} is empty (a train-only folder): a run tests its filters and "
+                        "evaluation models on it; give the dataset a val/ or test/ folder")
     if train is not None:
         check_inputs(cfg, train)
     return cfg

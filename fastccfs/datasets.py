@@ -132,7 +132,7 @@ def read(source: Source) -> RawDataset:
     entry = registry.get("dataset", source.dataset) if source.dataset else None
     raw = entry.read(source) if entry else {"imagefolder": read_imagefolder, "npz": read_npz}[source.kind](source)
     for split_name, split in raw.splits.items():
-        if len(split) == 0:
+        if len(split) == 0 and not (split_name == "test" and split.source_split is None):  # None: train-only set
             raise UserError(f"{source.path}: the {split_name} split is empty")
         bad = (split.labels < 0) | (split.labels >= len(raw.classes))
         if bad.any():

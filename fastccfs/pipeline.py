@@ -68,7 +68,7 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True, pla
     t = time.perf_counter()
     with distributed.rank0_first():  # rank 0 decodes into the shared cache, the others open its result
         stores = convert(cfg.dataset, cfg.root, cfg.cache, progress=progress)
-        validate(cfg, stores["train"])  # and those against the train store, before any training
+        validate(cfg, stores["train"], stores["test"])  # and those against the stores, before any training
         check_resources(cfg, stores["train"], stores["test"], run_dir.path, device)
         if registry.get("backend", cfg.loader).form is not None:  # the backend reads its own form of the stores
             from fastccfs.formats import convert_store

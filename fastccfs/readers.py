@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import sys
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
@@ -241,17 +242,24 @@ def read_imagefolder(source: Source) -> RawDataset:
         parts = n[len(top):].split("/")
         if len(parts) >= 3 and parts[0] in ("train", "val", "test") and n.lower().endswith(IMAGE_EXTENSIONS):
             images.setdefault(parts[0], {}).setdefault(parts[1], []).append(n)
+    if "train" not in images:  # class folders at the top: a distilled set's layout (SRe²L/CDA: new000/…)
+        flat = [n for n in tree.names if n.count("/") == 1 and n.lower().endswith(IMAGE_EXTENSIONS)]
+        for n in flat:
+            images.setdefault("train", {}).setdefault(n.split("/")[0], []).append(n)
+        top = ""
     if "train" not in images:
-        raise UserError(f"{source.path}: no images under {top}train/<class>/: not an ImageFolder tree")
+        raise UserError(f"{source.path}: no images under {top}train/<class>/ (nor in class folders at its top): not "
+                        "an ImageFolder tree")
     test_name = "val" if "val" in images else "test" if "test" in images else None
-    if test_name is None:
-        raise UserError(f"{source.path}: no {top}val/<class>/ or {top}test/<class>/ folder with images")
+    if test_name is None:  # a train-only set (a distilled one): served by the loaders; a run needs a test split
+        print(f"fastccfs: note: {source.path} has no val/ or test/ folder: its test split is empty (the loaders "
+              "serve its train split; `fastccfs run` needs a test split)", file=sys.stderr)
     classes = sorted(images["train"])
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split, folder in (("train", "train"), ("test", test_name)):
         files, labels = [], []
-        for cls in sorted(images[folder]):
+        for cls in sorted(images.get(folder, {})):
             if cls not in index:
                 empty = (source.path / top / "train" / cls).is_dir() if source.path.is_dir() else any(
                     n.startswith(f"{top}train/{cls}/") for n in tree.names)

@@ -242,3 +242,26 @@ def test_the_loaders_silent_footguns_and_misuse_are_one_line(demo_stores):
     loader = make_loader(store, indices=mask, augment=False, batch_size=2, device="cpu")
     assert sorted(int(i) for _, _, idx in loader for i in idx) == [5, 17, 2999]
     assert repr(store).startswith("Store(") and len(repr(store)) < 200
+
+
+def test_a_distilled_folder_in_the_sre2l_layout_converts_train_only_and_is_served(demo_stores, tmp_path, capsys):
+    """Issue 26: `fastccfs convert` of an SRe²L/CDA folder (class folders at the top, no val/ or test/)."""
+    from PIL import Image
+
+    from fastccfs.cli import main
+    from fastccfs.store import convert
+
+    images = demo_stores["train"].images
+    for c in range(3):
+        (tmp_path / "cda" / f"new{c:03d}").mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(images[10 * c + i]).save(tmp_path / "cda" / f"new{c:03d}" / f"class{c:03d}_id{i:03d}.png")
+    stores = convert(tmp_path / "cda", cache=tmp_path / "cache", progress=False)
+    assert "has no val/ or test/ folder: its test split is empty" in capsys.readouterr().err
+    assert len(stores["test"]) == 0 and stores["train"].classes == ["new000", "new001", "new002"]
+    np.testing.assert_array_equal(stores["train"].images[[0, 2, 4]], images[[0, 10, 20]])
+    loader = make_loader(stores["train"], augment=False, batch_size=4, device="cpu")
+    assert [y.tolist() for _, y, _ in loader] == [[0, 0, 1, 1], [2, 2]] and len(loader.dataset) == 6
+    assert main(["run", str(tmp_path / "cda"), "--ipc", "2", "--phases", "1", "--cache", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "the test split of" in capsys.readouterr().err and not (tmp_path / "run").exists()
