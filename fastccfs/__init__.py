@@ -6,7 +6,9 @@ The Python API (README, "Python API"):
     fastccfs.select(pred, labels, scores, selected, k, ...)          # one coarse-to-fine step
     fastccfs.convert(dataset, root, cache)                           # decode once into stores
     fastccfs.make_loader(source, ...)                                # the loaders
+    fastccfs.set_loader(images, labels, ...)                         # a set in memory (distilled), no store
     fastccfs.load_scores(path, store)                                # published difficulty scores
+    fastccfs.DEMO_SCORES                                             # the demo's rows of them
     fastccfs.distill(dataset, ipc, out=None, ...)                    # built-in CDA
     fastccfs.register(kind, name, entry=None)                        # add a backend, model, coarse or fine
                                                                      # rule, method or dataset (fastccfs.registry)
@@ -23,6 +25,8 @@ _API = {
     "select": ("fastccfs.selection", "coarse_to_fine"),
     "convert": ("fastccfs.store", "convert"),
     "make_loader": ("fastccfs.loaders", "make_loader"),
+    "set_loader": ("fastccfs.loaders", "set_loader"),
+    "DEMO_SCORES": ("fastccfs.datasets", "DEMO_SCORES"),
     "load_scores": ("fastccfs.scores", "load_scores"),
     "register": ("fastccfs.registry", "register"),
 }

@@ -265,3 +265,49 @@ def test_a_distilled_folder_in_the_sre2l_layout_converts_train_only_and_is_serve
     assert main(["run", str(tmp_path / "cda"), "--ipc", "2", "--phases", "1", "--cache", str(tmp_path / "cache"),
                  "--out", str(tmp_path / "run")]) == 2
     assert "the test split of" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_learned_float_set_with_soft_labels_and_dsa_trains_and_its_images_get_gradients(demo_stores):
+    """Issue 26: the DC/DSA/DM/MTT case — float images that require grad, soft labels, DSA augmentation —
+    through the loader with no store; the gradient of the training loss reaches the images."""
+    import fastccfs
+    from fastccfs.dsa import dsa
+    from fastccfs.models import create_model
+
+    real = torch.from_numpy(np.array(demo_stores["train"].images[:20])).permute(0, 3, 1, 2).float() / 255
+    images = real.clone().requires_grad_(True)  # learned images, in [0, 1] pixels
+    soft = torch.softmax(torch.randn(20, 10, generator=torch.Generator().manual_seed(0)), 1)
+    loader = fastccfs.set_loader(images, soft, batch_size=8, augment="dsa", device="cpu", seed=1,
+                                 mean=demo_stores["train"].mean, std=demo_stores["train"].std,
+                                 weights=torch.linspace(0.5, 1.5, 20))
+    net = create_model("convnet_bn", 10)
+    total, seen = 0.0, []
+    for x, y, idx, w in loader:
+        assert x.shape[1:] == (3, 32, 32) and y.shape == (len(x), 10) and x.requires_grad
+        loss = (w * torch.sum(-y * torch.log_softmax(net(x), 1), 1)).mean()
+        total = total + loss
+        seen += idx.tolist()
+    total.backward()
+    assert sorted(seen) == sorted(-1 - j for j in range(20)) and len(loader) == 3 and len(loader.dataset) == 20
+    assert images.grad is not None and images.grad.abs().sum() > 0 and torch.isfinite(images.grad).all()
+    # Each DSA transformation alone is differentiable and changes the batch; the same generator state
+    # replays the same augmentation (DSA's Siamese use: real and synthetic batches augmented alike).
+    for name in ("color", "crop", "cutout", "flip", "scale", "rotate"):
+        x = real[:4].clone().requires_grad_(True)
+        out = dsa(x, name, torch.Generator().manual_seed(3), siamese=True)
+        again = dsa(real[:4], name, torch.Generator().manual_seed(3), siamese=True)
+        assert torch.equal(out.detach(), again) and out.shape == x.shape, name
+        out.sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0, name
+    from fastccfs.errors import UserError
+
+    with pytest.raises(UserError, match="unknown DSA transformation"):
+        dsa(real[:2], "color_blur")
+    top = fastccfs.set_loader(real, (soft.topk(2, 1).values, soft.topk(2, 1).indices), num_classes=10,
+                              batch_size=20, device="cpu", with_indices=False)
+    x, y = next(iter(top))
+    assert y.shape == (20, 10) and int((y > -1e29).sum()) == 40
+    hard = fastccfs.make_loader(None, extra_images=demo_stores["train"].images[:6], extra_labels=np.arange(6),
+                                device="cpu", batch_size=6, shuffle=False)
+    x, y, idx = next(iter(hard))
+    assert x.dtype == torch.float32 and float(x.max()) <= 1 and y.tolist() == list(range(6))

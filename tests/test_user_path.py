@@ -287,3 +287,9 @@ def test_every_setting_has_a_group_and_numbers_a_range():
     assert sorted(grouped) == sorted(f.name for f in fields(RunConfig)) and len(grouped) == len(set(grouped))
     numeric = [f.name for f in fields(RunConfig) if str(f.type).split(" ")[0] in ("int", "float")]
     assert set(numeric) == set(RANGES) and not any(field_info(n).get("choices") for n in RANGES)
+
+
+def test_readme_in_memory_set_recipe_runs_as_written():
+    scope = {}
+    exec(compile(readme_block("Distilled sets held in memory"), "README.md (in memory)", "exec"), scope)
+    assert scope["images"].grad is not None and scope["images"].grad.abs().sum() > 0

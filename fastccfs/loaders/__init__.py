@@ -50,8 +50,11 @@ def make_loader(source: str | os.PathLike | Store, split: str = "train", backend
     options go to the backend: shuffle, drop_last, dtype, rank, world_size, scale, ratio, flip; for the
     torch backend num_workers, persistent_workers; ffcv num_workers; dali num_threads.
     """
-    chosen = registry.get("backend", backend)
     _check_options(batch_size, options)
+    if source is None:  # a set held in memory (a distilled set), no store
+        return Adapted(_set_loader(batch_size, augment, device, seed, extra_images, extra_labels, indices, options),
+                       memory_format, with_indices)
+    chosen = registry.get("backend", backend)
     store = source if isinstance(source, Store) else find_store(source, split, cache)
     if augment is None:  # a test split is evaluated, not trained on
         augment = store.meta.get("split", split) == "train"
@@ -92,10 +95,10 @@ class Adapted:
         self.sampler = _Sampler(loader)
 
     def __iter__(self):
-        for x, y, idx in self.loader:
-            if self.memory_format is not torch.channels_last:  # the backends produce channels_last
+        for x, *rest in self.loader:  # (x, y, idx) or, with weights, (x, y, idx, w)
+            if not x.is_contiguous(memory_format=self.memory_format):  # the backends produce channels_last
                 x = x.contiguous(memory_format=self.memory_format)
-            yield (x, y, idx) if self.with_indices else (x, y)
+            yield (x, *rest) if self.with_indices else (x, *rest[:1], *rest[2:])
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -119,16 +122,48 @@ class _Sampler:
 
 
 class ServedSet:
-    """What a loader serves (loader.dataset): len() images, their classes, the store they come from."""
+    """What a loader serves (loader.dataset): len() images, their classes, the store they come from (None
+    for a set held in memory)."""
 
-    def __init__(self, store: Store, size: int):
-        self.store, self.size, self.classes = store, size, store.classes
+    def __init__(self, store: Store | None, size: int, classes=None):
+        self.store, self.size = store, size
+        self.classes = store.classes if store is not None else classes
 
     def __len__(self) -> int:
         return self.size
 
     def __repr__(self) -> str:
         return f"ServedSet({self.size} images of {self.store!r})"
+
+
+def set_loader(images, labels, weights=None, batch_size: int = 256, augment: bool | str = False, device=None,
+               seed: int | None = None, with_indices: bool = True, memory_format=torch.contiguous_format, **options):
+    """A loader over IMAGES and LABELS held in memory, no store (fastccfs.loaders.in_memory: float or uint8
+    images, hard, soft or top-K labels, per-sample weights, DSA augmentation); as make_loader(None,
+    extra_images=IMAGES, extra_labels=LABELS, …)."""
+    return make_loader(None, batch_size=batch_size, augment=augment, device=device, seed=seed, extra_images=images,
+                       extra_labels=labels, with_indices=with_indices, memory_format=memory_format,
+                       **({"weights": weights} if weights is not None else {}), **options)
+
+
+def _set_loader(batch_size, augment, device, seed, images, labels, indices, options):
+    from fastccfs.loaders.in_memory import SetLoader
+
+    if images is None or labels is None or indices is not None:
+        raise UserError("make_loader(None, …) serves a set held in memory: pass extra_images= and extra_labels= "
+                        "(and no indices=, which index a store)")
+    device = torch.device(device or default_device())
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (), dtype=torch.int64))
+    known = {"weights", "shuffle", "drop_last", "mean", "std", "num_classes", "dtype"}
+    if set(options) - known:
+        raise UserError(f"unknown option(s) {', '.join(sorted(set(options) - known))} for a set held in memory; "
+                        f"known: {', '.join(sorted(known))}")
+    loader = SetLoader(images, labels, batch_size=batch_size, augment=bool(augment) and augment, device=device,
+                       seed=seed, **options)
+    classes = loader.labels.shape[1] if loader.labels.ndim == 2 else int(loader.labels.max()) + 1
+    loader.served = ServedSet(None, len(loader.images), list(range(classes)))
+    return loader
 
 
 def _make(store, name, backend: Backend, batch_size, augment, device, indices, seed, extra_images, extra_labels,
