@@ -311,3 +311,24 @@ def test_a_learned_float_set_with_soft_labels_and_dsa_trains_and_its_images_get_
                                 device="cpu", batch_size=6, shuffle=False)
     x, y, idx = next(iter(hard))
     assert x.dtype == torch.float32 and float(x.max()) <= 1 and y.tolist() == list(range(6))
+
+
+def test_class_images_draws_n_distinct_real_images_of_a_class(demo_stores):
+    """Issue 26: DC/DM/MTT's get_images(c, n), served from the store held on the device."""
+    from fastccfs.augment import _affine
+    from fastccfs.errors import UserError
+    from fastccfs.loaders import ClassImages
+
+    store = demo_stores["train"]
+    sampler = ClassImages(store, device="cpu", seed=0)
+    x = sampler.get_images(3, 16)
+    assert x.shape == (16, 3, 32, 32) and x.is_contiguous()
+    scale, shift = _affine(store.mean, store.std)
+    pixels = ((x.permute(0, 2, 3, 1).numpy() - shift) / scale).round().astype(np.uint8)
+    rows = [int(np.flatnonzero((store.images == p).all(axis=(1, 2, 3)))[0]) for p in pixels]
+    assert len(set(rows)) == 16 and set(store.labels[rows]) == {3}
+    assert not torch.equal(x, sampler.get_images(3, 16))  # a new draw each call
+    assert torch.equal(ClassImages(store, seed=0).get_images(3, 16), x)  # the seed replays it
+    assert len(sampler.get_images(0, 10_000)) == 300  # a class's every image when it has fewer than n
+    with pytest.raises(UserError, match="needs a class in"):
+        sampler.get_images(10, 1)

@@ -21,6 +21,7 @@ from fastccfs import registry
 from fastccfs.errors import UserError
 from fastccfs.loaders.backends import Backend, Loader  # noqa: F401  (the records and the protocol, re-exported)
 from fastccfs.loaders.sets import store_indices
+from fastccfs.loaders.tensor import ClassImages  # noqa: F401  (re-exported: loaders.ClassImages(store).get_images(c, n))
 from fastccfs.store import Store, find_store
 
 

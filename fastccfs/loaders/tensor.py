@@ -82,3 +82,28 @@ class TensorLoader:
                 x = aug.normalize(self.images, rows, self.mean, self.std, self.dtype)
             rows = rows.to(self.device)
             yield x, self.labels[rows], self.ids[rows]
+
+
+class ClassImages:
+    """n random real images of class c, as the DC/DM/MTT/DATM code draws them (`get_images(c, n)`), from a
+    store held on `device` as uint8: normalised float N×3×H×W (contiguous), n distinct images of the class
+    (all of them when it has fewer), a new draw each call from `seed`'s generator."""
+
+    def __init__(self, store, device="cpu", seed: int = 0, dtype=torch.float32):
+        self.device, self.dtype = torch.device(device), dtype
+        self.images = torch.from_numpy(np.require(store.images, np.uint8, ["C", "W"])).to(self.device)
+        self.mean, self.std = store.mean, store.std
+        labels = np.asarray(store.labels)
+        self.by_class = [torch.from_numpy(np.flatnonzero(labels == c)) for c in range(store.num_classes)]
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def get_images(self, c: int, n: int) -> torch.Tensor:
+        from fastccfs.errors import UserError
+
+        if not 0 <= c < len(self.by_class) or n < 1:
+            raise UserError(f"get_images(c, n) needs a class in [0, {len(self.by_class)}) and n ≥ 1; got c {c}, n {n}")
+        members = self.by_class[c]
+        rows = members[torch.randperm(len(members), generator=self.generator)[:n]]
+        x = aug.normalize(self.images, rows if self.device.type == "cpu" else rows.to(self.device), self.mean,
+                          self.std, self.dtype)
+        return x.contiguous()
