@@ -66,9 +66,17 @@ class Backend:
 
 
 def _tensor(store, indices, extra_images, extra_labels, **kw):
-    from fastccfs.loaders.sets import synthetic_arrays
-    from fastccfs.loaders.tensor import TensorLoader
+    import numpy as np
 
+    from fastccfs.loaders.sets import store_indices, synthetic_arrays
+    from fastccfs.loaders.tensor import TensorLoader
+    from fastccfs.resources import require_memory
+
+    n = (len(store) if indices is None else len(store_indices(indices, len(store)))) + \
+        (0 if extra_images is None else len(extra_images))
+    require_memory(n * int(np.prod(store.images.shape[1:])), kw.get("device", "cpu"),
+                   f"the tensor loader ({n} images held on the device)",
+                   "pass backend='ffcv' or 'dali' (images read from disk), or fewer indices")
     return TensorLoader(*synthetic_arrays(store, indices, extra_images, extra_labels), store.mean, store.std, **kw)
 
 
