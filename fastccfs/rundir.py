@@ -178,10 +178,10 @@ class RunDir:
         self.checksums = self.repair()
         if not (self.path / Layout.DATA).is_file():
             write_json(self.path / Layout.DATA, data)
-            self.checksums[Layout.DATA] = file_sha256(self.path / Layout.DATA)
         if not (self.path / Layout.CONFIG).is_file():
             write_text(self.path / Layout.CONFIG, self.settings_text())
-        self.checksums[Layout.CONFIG] = file_sha256(self.path / Layout.CONFIG)
+        for name in (Layout.DATA, Layout.CONFIG):  # checked against the settings and data given (check())
+            self.checksums[name] = file_sha256(self.path / name)
         timings = self.path / Layout.TIMINGS
         try:
             earlier = json.loads(timings.read_text()) if timings.is_file() else {}

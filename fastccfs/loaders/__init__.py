@@ -32,7 +32,7 @@ def default_device() -> torch.device:
 def make_loader(source: str | os.PathLike | Store, split: str = "train", backend: str = "tensor",
                 batch_size: int = 256, augment: bool | str | None = None, device=None, indices=None, seed: int | None = None,
                 extra_images=None, extra_labels=None, cache=None, with_indices: bool = True,
-                memory_format=torch.contiguous_format, **options):
+                memory_format=torch.contiguous_format, normalize: bool = True, mean=None, std=None, **options):
     """A loader over a store (a Store, its folder, or a converted dataset's name in the cache).
 
     backend: a registered backend (fastccfs.loaders.backends): tensor (the split resident on the device),
@@ -48,10 +48,20 @@ def make_loader(source: str | os.PathLike | Store, split: str = "train", backend
     global generator, so torch.manual_seed controls it as it does a DataLoader's shuffling.
     with_indices=False yields (x, y) instead of (x, y, idx), for loops written for a DataLoader.
     memory_format: of x; torch.contiguous_format (default, as a DataLoader) or torch.channels_last.
+    normalize: x = (pixel/255 − mean) / std with the store's statistics, or mean=/std= given; False: pixel/255,
+    in [0, 1].
     options go to the backend: shuffle, drop_last, dtype, rank, world_size, scale, ratio, flip; for the
     torch backend num_workers, persistent_workers; ffcv num_workers; dali num_threads.
     """
     _check_options(batch_size, options)
+    if not normalize and (mean is not None or std is not None):
+        raise UserError("normalize=False gives pixels in [0, 1]: leave mean= and std= out, or normalize with them")
+    if not normalize:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if (mean is None) != (std is None) or (mean is not None and (len(mean) != 3 or len(std) != 3 or min(std) <= 0)):
+        raise UserError(f"mean= and std= go together, three numbers each, std > 0; got mean {mean}, std {std}")
+    if mean is not None:
+        options.update(mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
     if source is None:  # a set held in memory (a distilled set), no store
         return Adapted(_set_loader(batch_size, augment, device, seed, extra_images, extra_labels, indices, options),
                        memory_format, with_indices)

@@ -77,14 +77,14 @@ def _tensor(store, indices, extra_images, extra_labels, **kw):
     require_memory(n * int(np.prod(store.images.shape[1:])), kw.get("device", "cpu"),
                    f"the tensor loader ({n} images held on the device)",
                    "pass backend='ffcv' or 'dali' (images read from disk), or fewer indices")
-    return TensorLoader(*synthetic_arrays(store, indices, extra_images, extra_labels), store.mean, store.std, **kw)
+    return TensorLoader(*synthetic_arrays(store, indices, extra_images, extra_labels), *_normalisation(store, kw), **kw)
 
 
 def _torch(store, indices, extra_images, extra_labels, **kw):
     from fastccfs.loaders.sets import synthetic_arrays
     from fastccfs.loaders.torch_dataloader import TorchLoader
 
-    return TorchLoader(*synthetic_arrays(store, indices, extra_images, extra_labels), store.mean, store.std, **kw)
+    return TorchLoader(*synthetic_arrays(store, indices, extra_images, extra_labels), *_normalisation(store, kw), **kw)
 
 
 def _ffcv(store, indices, extra_images, extra_labels, **kw):
@@ -93,7 +93,7 @@ def _ffcv(store, indices, extra_images, extra_labels, **kw):
     from fastccfs.loaders.ffcv_backend import FFCVLoader
 
     path, _ = open_form(store, "ffcv")
-    return FFCVLoader(path, store_ids(store, indices), store.image_size, store.mean, store.std, **kw)
+    return FFCVLoader(path, store_ids(store, indices), store.image_size, *_normalisation(store, kw), **kw)
 
 
 def _dali(store, indices, extra_images, extra_labels, **kw):
@@ -103,7 +103,13 @@ def _dali(store, indices, extra_images, extra_labels, **kw):
 
     path, record = open_form(store, "dali")
     return DALILoader(path, record["source"]["pages"], store_ids(store, indices), store.labels,
-                      store.images.shape[1:], store.mean, store.std, **kw)
+                      store.images.shape[1:], *_normalisation(store, kw), **kw)
+
+
+def _normalisation(store, options: dict) -> tuple:
+    """(mean, std) the batches are normalised with: make_loader's mean=/std= (taken out of OPTIONS), else the
+    store's (the dataset's published statistics, or its train split's)."""
+    return options.pop("mean", None) or store.mean, options.pop("std", None) or store.std
 
 
 def _lazy(module: str, name: str) -> Callable:
