@@ -121,8 +121,14 @@ def _record(path: Path, tmp: Path) -> None:
 
 def _save_checksums(folder: Path) -> None:
     target = folder / CHECKSUMS
+    text = "".join(f"{h}  {name}\n" for name, h in sorted(_TRACKED[folder].items()))
+    try:
+        if target.read_text(encoding="utf-8") == text:  # a finished run read again rewrites nothing
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
     tmp = target.with_name(f".{CHECKSUMS}.tmp-{os.getpid()}")
-    tmp.write_text("".join(f"{h}  {name}\n" for name, h in sorted(_TRACKED[folder].items())), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
 
 

@@ -69,9 +69,9 @@ def test_a_dataset_registered_outside_converts_and_loads(tmp_path, demo_stores, 
     from fastccfs.store import convert
 
     train, test = demo_stores["train"], demo_stores["test"]
-    arrays = tmp_path / "mini.npz"  # a user's own format: here, 100 real images per split in one .npz
-    np.savez(arrays, x=np.asarray(train.images[:100]), y=train.labels[:100], tx=np.asarray(test.images[:100]),
-             ty=test.labels[:100])
+    arrays = tmp_path / "mini.npz"  # a user's own format: here, 100 real images per split (10 a class) in one .npz
+    np.savez(arrays, x=np.asarray(train.images[::30]), y=train.labels[::30], tx=np.asarray(test.images[::6]),
+             ty=test.labels[::6])
 
     def read(source):
         with np.load(source.path) as a:
@@ -82,11 +82,11 @@ def test_a_dataset_registered_outside_converts_and_loads(tmp_path, demo_stores, 
     fastccfs.register("dataset", "mini", Dataset(lambda root, download: Source("mini", "npz", arrays, [arrays]), read,
                                                  mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
     stores = convert("mini", cache=tmp_path / "cache", progress=False)
-    np.testing.assert_array_equal(stores["train"].images, train.images[:100])
+    np.testing.assert_array_equal(stores["train"].images, train.images[::30])
     assert stores["train"].mean == (0.5, 0.5, 0.5) and stores["test"].classes == train.classes
     x, y, idx = next(iter(fastccfs.make_loader("mini", cache=tmp_path / "cache", batch_size=100, augment=False,
                                                device="cpu")))
-    np.testing.assert_array_equal(y.numpy(), train.labels[:100])
+    np.testing.assert_array_equal(y.numpy(), train.labels[::30])
     np.testing.assert_allclose(x[0, 0].numpy(), (train.images[0, :, :, 0] / 255 - 0.5) / 0.25, atol=1e-5)
     assert json.loads((stores["train"].path / "meta.json").read_text())["dataset"] == "mini"
 

@@ -341,11 +341,12 @@ def test_normalisation_is_the_users_choice(demo_stores):
     store = demo_stores["train"]
     raw = torch.from_numpy(np.array(store.images[:8])).permute(0, 3, 1, 2).float() / 255
     for backend in ("tensor", "torch"):
-        x, _, _ = next(iter(make_loader(store, backend=backend, indices=np.arange(8), normalize=False, device="cpu",
+        x, _, _ = next(iter(make_loader(store, backend=backend, indices=np.arange(8), normalize=False, augment=False,
+                                        device="cpu",
                                         batch_size=8, **({"num_workers": 0} if backend == "torch" else {}))))
         torch.testing.assert_close(x, raw, atol=1e-6, rtol=0)
         x, _, _ = next(iter(make_loader(store, backend=backend, indices=np.arange(8), mean=(0.5,) * 3, std=(0.25,) * 3,
-                                        device="cpu", batch_size=8, **({"num_workers": 0} if backend == "torch" else {}))))
+                                        augment=False, device="cpu", batch_size=8, **({"num_workers": 0} if backend == "torch" else {}))))
         torch.testing.assert_close(x, (raw - 0.5) / 0.25, atol=1e-5, rtol=0)
     with pytest.raises(UserError, match="normalize=False gives pixels in"):
         make_loader(store, normalize=False, mean=(0.5,) * 3, std=(0.2,) * 3)

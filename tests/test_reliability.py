@@ -114,24 +114,25 @@ def test_small_refusals(tmp_path, capsys):
     assert resolve_run_config("demo", None, None, {}).init == "random"
 
 
-def test_a_run_is_not_resumed_on_other_data(own_run, cache, tmp_path, capsys, demo_stores):
+def test_a_run_is_not_resumed_on_other_data(own_run, tmp_path, capsys, demo_stores):
+    """The demo converted again from changed files (one train label moved): a new store, checksums and all;
+    the run started on the old one is refused, not resumed on it."""
     import shutil
 
-    from fastccfs.store import Store
+    from fastccfs.store import Store, array_checksum
 
-    train = demo_stores["train"]
-    copy = tmp_path / "store"
-    shutil.copytree(train.path, copy)
-    labels = np.load(copy / "labels.npy")
-    labels[0] = (labels[0] + 1) % 10  # one train image moved to another class
-    np.save(copy / "labels.npy", labels)
-    assert Store.open(copy).content_fingerprint() != train.content_fingerprint()
+    other = tmp_path / "cache"
+    shutil.copytree(demo_stores["train"].path.parent, other / "demo")
+    labels = np.load(other / "demo" / "train" / "labels.npy")
+    labels[0] = (labels[0] + 1) % 10
+    np.save(other / "demo" / "train" / "labels.npy", labels)
+    meta = json.loads((other / "demo" / "train" / "meta.json").read_text())
+    meta["checksums"]["labels.npy"] = array_checksum(other / "demo" / "train" / "labels.npy")
+    (other / "demo" / "train" / "meta.json").write_text(json.dumps(meta))
+    assert Store.open(other / "demo" / "train").content_fingerprint() != demo_stores["train"].content_fingerprint()
     out = tmp_path / "resume"
     shutil.copytree(own_run, out)
-    assert json.loads((out / "data.json").read_text())["train"] == train.content_fingerprint()
-    (out / "data.json").write_text(json.dumps({"train": Store.open(copy).content_fingerprint(),
-                                               "test": demo_stores["test"].content_fingerprint()}))
-    assert run(cache, out, "--teacher-epochs", "2", "--num-eval", "1") == 2
+    assert run(other, out, "--teacher-epochs", "2", "--num-eval", "1") == 2
     assert "was started on other data" in capsys.readouterr().err
 
 
@@ -191,13 +192,37 @@ def test_a_really_full_disk_is_one_line_with_nothing_half_written(cache, tmp_pat
     small = tmp_path / "small"
     converted = _in_small_tmpfs("2m", small, f"{py} convert demo --cache {small}/cache --quiet; echo rc=$?; "
                                              f"ls -A {small}/cache")
-    assert "needs 0.01 GB free in" in converted.stderr and "rc=2" in converted.stdout
+    assert "needs 10 MB free in" in converted.stderr and "rc=2" in converted.stdout
     assert converted.stdout.split("rc=2")[1].split() == []  # nothing left in the cache (the lock released)
     ran = _in_small_tmpfs("400k", tmp_path / "tiny", f"{py} run demo --cache {cache} --out {tmp_path}/tiny/run "
                                                      f"{' '.join(FAST)} --teacher-epochs 1 --num-eval 0; echo rc=$?; "
-                                                     f"ls -A {tmp_path}/tiny/run")
-    assert "fastccfs: error: the disk is full" in ran.stderr and "Traceback" not in ran.stderr, ran.stderr[-2000:]
-    assert "rc=2" in ran.stdout and ".tmp-" not in ran.stdout and ".lock" not in ran.stdout
+                                                     f"ls -A {tmp_path}/tiny")
+    # What the run will write is estimated before work: refused in one line, no run folder made.
+    assert "fastccfs: error: the run (" in ran.stderr and "which has 400 KB" in ran.stderr, ran.stderr[-2000:]
+    assert "Traceback" not in ran.stderr and ran.stdout.split("rc=2")[1].split() == []
+
+
+def test_a_disk_that_fills_during_a_run_is_one_line_and_the_run_resumes(cache, tmp_path, capsys, monkeypatch,
+                                                                          demo_stores):
+    """A disk filled by someone else after the run's estimate passed: the write fails (ENOSPC), one line, exit 2,
+    nothing half-written; the same command resumes once there is room."""
+    import errno
+
+    from fastccfs import teacher
+
+    real = teacher.save_checkpoint
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "teacher.pt"))
+
+    monkeypatch.setattr(teacher, "save_checkpoint", full)
+    out = tmp_path / "run"
+    assert run(cache, out, "--teacher-epochs", "1", "--num-eval", "0") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("fastccfs: error: the disk is full (writing ") and "run the same command again" in err
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name] and not (out / "teacher.pt").exists()
+    monkeypatch.setattr(teacher, "save_checkpoint", real)
+    assert run(cache, out, "--teacher-epochs", "1", "--num-eval", "0") == 0
 
 
 def test_a_kill_during_an_atomic_write_leaves_the_old_file_or_none(tmp_path):

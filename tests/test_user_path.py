@@ -171,7 +171,7 @@ def test_cli_errors_a_person_meets(capsys, tmp_path):
     for text, message in (("epochs: [1, 2\n", "not valid YAML (line 2)"), ("- 1\n- 2\n", "not a list"),
                           ("lr: 1e-2\nepochs: ten\n", "epochs must be a whole number, got 'ten'"),
                           ("lr: 1e-2\nphases: 2.5\n", "phases must be a whole number, got 2.5"),
-                          ("seed: null\n", "seed must be int, not empty"), ("alpha: [0.5]\n", "alpha must be float")):
+                          ("seed: null\n", "seed must be int, not empty"), ("alpha: [0.5]\n", "alpha must be a number")):
         (tmp_path / "cfg.yaml").write_text(text)
         assert main(["run", "demo", "--out", str(tmp_path / "d"), "--config", str(tmp_path / "cfg.yaml")]) == 2
         assert message in capsys.readouterr().err, text
@@ -251,31 +251,6 @@ def test_bad_inputs_are_refused_before_the_teacher_trains(cache, tmp_path, capsy
         assert run(cache, out, *args) == 2, args
         assert message in capsys.readouterr().err, args
         assert not out.exists() and not work, args
-
-
-@pytest.mark.parametrize("args,message", [
-    (["--seed", "-1"], "seed must be ≥ 0; got -1"),
-    (["--batch-size", "0"], "batch_size must be ≥ 1; got 0"),
-    (["--temperature", "-1"], "temperature must be > 0; got -1.0"),
-    (["--temperature", "0"], "temperature must be > 0; got 0.0"),
-    (["--momentum", "1.5"], "momentum must be [0, 1); got 1.5"),
-    (["--beta", "2"], "beta must be [0, 1]; got 2.0"),
-    (["--eval-from", "1.5"], "eval_from must be [0, 1]; got 1.5"),
-    (["--lr", "0"], "lr must be > 0; got 0.0"),
-    (["--teacher-batch-size", "-1"], "teacher_batch_size must be ≥ 1; got -1"),
-    (["--method", "coreset", "--score", "logits"], "--method coreset orders samples by difficulty"),
-    (["--init", "window", "--score", "logits"], "--init window orders samples by difficulty"),
-])
-def test_every_setting_has_a_range_checked_before_anything(args, message, cache, tmp_path, capsys, monkeypatch,
-                                                           demo_stores):
-    """One line naming the setting, its range and the value (or the rule between settings); exit 2; no run
-    folder, no decoding."""
-    import fastccfs.pipeline
-
-    monkeypatch.setattr(fastccfs.pipeline, "convert", lambda *a, **k: pytest.fail("work started"))
-    out = tmp_path / "run"
-    assert run(cache, out, *args) == 2
-    assert message in capsys.readouterr().err and not out.exists()
 
 
 def test_every_setting_has_a_group_and_numbers_a_range():
