@@ -106,8 +106,8 @@ def run_child(spec: dict, env: dict, busy: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, help="folder with cifar-10-batches-py/")
-    parser.add_argument("--tiny-root", required=True, help="folder with tiny-imagenet-200.zip")
+    parser.add_argument("--root", help="folder with cifar-10-batches-py/")
+    parser.add_argument("--tiny-root", help="folder with tiny-imagenet-200.zip")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", default=str(RESULTS / "loaders_vs_dataloader.json"))
@@ -115,6 +115,8 @@ def main() -> None:
     if args.child:
         print(json.dumps({"images_per_s": measure(json.loads(args.child))}))
         return
+    if not (args.root and args.tiny_root):
+        parser.error("--root and --tiny-root are needed")
     from fastccfs.machine import machine
 
     result = {"machine": machine(), "policies": POLICIES, "baseline": "stock torchvision transforms + DataLoader(shuffle=True, "

@@ -108,7 +108,7 @@ class Adapted:
     def __iter__(self):
         for x, *rest in self.loader:  # (x, y, idx) or, with weights, (x, y, idx, w)
             if not x.is_contiguous(memory_format=self.memory_format):  # the backends produce channels_last
-                x = x.contiguous(memory_format=self.memory_format)
+                x = _relaid(x, self.memory_format)
             yield (x, *rest) if self.with_indices else (x, *rest[:1], *rest[2:])
 
     def __len__(self) -> int:
@@ -120,6 +120,18 @@ class Adapted:
 
     def __getattr__(self, name):
         return getattr(self.loader, name)
+
+
+def _relaid(x: torch.Tensor, memory_format) -> torch.Tensor:
+    """X in MEMORY_FORMAT. On the CPU, numpy's one-thread copy rather than torch's: a torch parallel copy
+    wakes OpenMP threads that then spin-wait beside the loader's numba kernels, and straggle behind any
+    other busy process (benchmarks/results/loaders_vs_dataloader.json: up to 15× slower batches)."""
+    if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad and \
+            memory_format is torch.contiguous_format:
+        import numpy as np
+
+        return torch.from_numpy(np.ascontiguousarray(x.numpy()))
+    return x.contiguous(memory_format=memory_format)
 
 
 class _Sampler:
