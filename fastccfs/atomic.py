@@ -96,15 +96,6 @@ def damaged_files(folder: str | os.PathLike) -> list[str]:
                   if (folder / name).is_file() and file_sha256(folder / name) != digest)
 
 
-def forget(folder: str | os.PathLike, names) -> None:
-    """Drop NAMES (relative to the tracked FOLDER) from its record: their files were removed."""
-    folder = Path(folder).resolve()
-    if folder in _TRACKED:
-        for name in names:
-            _TRACKED[folder].pop(name, None)
-        _save_checksums(folder)
-
-
 def _record(path: Path, tmp: Path) -> None:
     path = path.resolve()
     for folder, sums in _TRACKED.items():

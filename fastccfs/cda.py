@@ -57,7 +57,7 @@ OPTION_CHOICES = {"amp": ("auto", "bf16", "off"), "image_format": ("png", "jpg")
 
 def check_options(cfg: DistillConfig) -> DistillConfig:
     """Every option of type, range and choices, one line naming the option, what it allows and the value given."""
-    from fastccfs.config import in_range
+    from fastccfs.config import in_range, range_error
 
     for name, rule in OPTION_RANGES.items():
         value = getattr(cfg, name)
@@ -66,7 +66,7 @@ def check_options(cfg: DistillConfig) -> DistillConfig:
             raise UserError(f"distillation option {name} must be {'a whole number' if kind is int else 'a number'}; "
                             f"got {value!r}")
         if not math.isfinite(value) or not in_range(value, rule):
-            raise UserError(f"distillation option {name} must be {'in ' if rule[0] in '[(' else ''}{rule}; got {value}")
+            raise UserError("distillation option " + range_error(name, rule, value))
         setattr(cfg, name, kind(value))
     for name, choices in OPTION_CHOICES.items():
         if getattr(cfg, name) not in choices:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fastccfs import registry, selection
-from fastccfs.config import RANGES, RunConfig, choices_of, in_range
+from fastccfs.config import RANGES, RunConfig, choices_of, in_range, range_error
 from fastccfs.errors import UserError
 from fastccfs.models import create_model, load_checkpoint
 from fastccfs.rundir import Layout
@@ -24,7 +24,7 @@ def validate(cfg: RunConfig, train: Store | None = None, test: Store | None = No
     for name, rule in RANGES.items():
         value = getattr(cfg, name)
         if value is not None and not in_range(value, rule):
-            raise UserError(f"{name} must be {'in ' if rule[0] in '[(' else ''}{rule}; got {value}")
+            raise UserError(range_error(name, rule, value))
     for name in ("model", "teacher_model", "eval_models", "coarse", "fine", "method", "loader", "amp", "semantics",
                  "teacher_augment", "score", "init", "inference", "soft_labels"):
         values = getattr(cfg, name)
@@ -113,10 +113,11 @@ def check_resources(cfg: RunConfig, train: Store, test: Store, out, device="cpu"
     labels = soft_label_bytes(cfg, final, train.num_classes)
     if (out / Layout.SOFT_LABELS).is_file() and (out / Layout.SOFT_LABELS).stat().st_size >= labels:
         labels = 0  # generated earlier
-    if labels > free_disk(out):
+    free = free_disk(out)
+    if labels > free:
         raise UserError(f"--soft-labels shared stores {human(labels)} of teacher logits ({cfg.eval_epochs or cfg.epochs} "
                         f"epochs × {final} images × {train.num_classes} classes, fp16) in {out}, but "
-                        f"{human(free_disk(out))} are free there: pass --soft-labels-topk K, fewer --eval-epochs, or "
+                        f"{human(free)} are free there: pass --soft-labels-topk K, fewer --eval-epochs, or "
                         "another --out")
     parts = {"shared soft labels": labels, "records": len(train) * 8 * 4 + (8 << 20)}
     if not cfg.teacher and not (out / Layout.TEACHER).is_file():

@@ -75,6 +75,11 @@ RANGES = {
 }
 
 
+def range_error(name: str, rule: str, value) -> str:
+    """The one-line refusal of VALUE outside RULE for setting NAME."""
+    return f"{name} must be {'in ' if rule[0] in '[(' else ''}{rule}; got {value}"
+
+
 def in_range(value, rule: str) -> bool:
     """VALUE within RULE (a RANGES entry)."""
     if rule.startswith(("≥", ">")):

@@ -182,7 +182,7 @@ def _set_loader(batch_size, augment, device, seed, images, labels, indices, opti
     if set(options) - known:
         raise UserError(f"unknown option(s) {', '.join(sorted(set(options) - known))} for a set held in memory; "
                         f"known: {', '.join(sorted(known))}")
-    loader = SetLoader(images, labels, batch_size=batch_size, augment=bool(augment) and augment, device=device,
+    loader = SetLoader(images, labels, batch_size=batch_size, augment=augment or False, device=device,
                        seed=seed, **options)
     classes = loader.labels.shape[1] if loader.labels.ndim == 2 else int(loader.labels.max()) + 1
     loader.served = ServedSet(None, len(loader.images), list(range(classes)))

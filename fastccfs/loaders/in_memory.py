@@ -18,8 +18,7 @@ import torch
 from fastccfs.errors import UserError
 from fastccfs.loaders.order import epoch_generator, epoch_order
 from fastccfs.loaders.sets import distilled_id
-
-FILL = -1e30  # a class outside a top-K soft label: probability 0 at any temperature
+from fastccfs.soft_labels import FILL  # a class outside a top-K soft label: probability 0 at any temperature
 
 
 class SetLoader:
