@@ -7,10 +7,12 @@ Settings: 32 px (CIFAR-10, 50,000 images, batch 256), 64 px (the Tiny-ImageNet m
 batch 256) and a user's 500-image set (CIFAR-10, batch 64); RandomResizedCrop and pad-crop; an idle machine
 and a loaded one (a busy process spinning on one core beside the loader). Every measurement runs in a fresh
 process (so thread settings such as OMP_WAIT_POLICY apply from the start): images/s over ≥ 10,240 images
-after a warm-up (the 500-image set: 20 epochs after one, epoch ends included).
+after a warm-up (the 500-image set: 20 epochs after one, epoch ends included). Each row also measures
+fastccfs's own fallback, backend="torch", at the stock loader's best worker count.
 
-    python benchmarks/loaders_vs_dataloader.py --root CIFAR_ROOT --tiny-root TINY_ROOT [--cache DIR]
-Writes benchmarks/results/loaders_vs_dataloader.json.
+    python benchmarks/loaders_vs_dataloader.py --root CIFAR_ROOT --tiny-root TINY_ROOT [--cache DIR] [--resume]
+Writes benchmarks/results/loaders_vs_dataloader.json row by row (--resume keeps the rows it holds; --only TEXT
+measures the matching rows and writes nothing).
 """
 import argparse
 import json
@@ -43,11 +45,12 @@ def measure(spec: dict) -> float:
     rows = np.arange(len(store)) if spec["subset"] is None else \
         np.random.default_rng(0).choice(len(store), spec["subset"], replace=False)
     batch, mode = spec["batch"], spec["augment"]
-    if spec["loader"] == "tensor":
+    if spec["loader"] in ("tensor", "torch"):
         from fastccfs.loaders import make_loader
 
-        loader = make_loader(store, batch_size=batch, augment=mode, device="cpu", indices=rows, seed=0,
-                             with_indices=False)
+        options = {"num_workers": spec["workers"]} if spec["loader"] == "torch" else {}
+        loader = make_loader(store, backend=spec["loader"], batch_size=batch, augment=mode, device="cpu",
+                             indices=rows, seed=0, with_indices=False, **options)
     else:
         loader = stock_loader(np.asarray(store.images[rows]), np.asarray(store.labels[rows]), store.mean,
                               store.std, batch, mode, spec["workers"])
@@ -111,6 +114,8 @@ def main() -> None:
     parser.add_argument("--cache", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", default=str(RESULTS / "loaders_vs_dataloader.json"))
+    parser.add_argument("--only", default=None, help="measure the settings whose key contains this text")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in --json")
     args = parser.parse_args()
     if args.child:
         print(json.dumps({"images_per_s": measure(json.loads(args.child))}))
@@ -122,26 +127,35 @@ def main() -> None:
     result = {"machine": machine(), "policies": POLICIES, "baseline": "stock torchvision transforms + DataLoader(shuffle=True, "
               "persistent_workers) over the uint8 array (torchvision CIFAR10's __getitem__), at the fastest of "
               f"num_workers {WORKERS}", "ours": "fastccfs.make_loader(store, backend='tensor'), default settings",
+              "torch_backend": "fastccfs.make_loader(store, backend='torch', num_workers=the stock's best)",
               "loaded": "a busy Python process spinning beside the loader", "settings": {}}
+    if args.resume and Path(args.json).exists():
+        result["settings"] = json.loads(Path(args.json).read_text())["settings"]
     for name, (dataset, subset, batch) in SETS.items():
         root = args.root if dataset == "cifar10" else args.tiny_root
         for mode in ("rrc", "crop_pad"):
             for busy in (False, True):
                 key = f"{name}/{mode}/{'loaded' if busy else 'idle'}"
+                if key in result["settings"] or (args.only and args.only not in key):
+                    continue
                 spec = {"dataset": dataset, "root": root, "cache": args.cache, "subset": subset, "batch": batch,
                         "augment": mode}
                 stock = {w: run_child({**spec, "loader": "stock", "workers": w}, {}, busy) for w in WORKERS}
                 best = max(stock, key=stock.get)
                 policies = {p: run_child({**spec, "loader": "tensor"}, env, busy) for p, env in POLICIES.items()}
                 ours = policies["default"]
+                fallback = run_child({**spec, "loader": "torch", "workers": best}, {}, busy)
                 row = {"stock_images_per_s": {str(w): round(v) for w, v in stock.items()}, "stock_best_workers": best,
                        "ours_images_per_s": round(ours), "ratio": round(ours / stock[best], 2),
-                       "ours_by_thread_policy": {p: round(v) for p, v in policies.items()}}
+                       "ours_by_thread_policy": {p: round(v) for p, v in policies.items()},
+                       "torch_backend_images_per_s": round(fallback),
+                       "torch_backend_ratio": round(fallback / stock[best], 2)}
                 result["settings"][key] = row
                 print(f"{key}: ours {ours:,.0f} img/s, stock {stock[best]:,.0f} (workers {best}) → "
-                      f"{ours / stock[best]:.2f}×", flush=True)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+                      f"{ours / stock[best]:.2f}×; torch backend {fallback / stock[best]:.2f}×", flush=True)
+                if not args.only:  # row by row, so that --resume picks up after an interruption
+                    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

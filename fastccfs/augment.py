@@ -86,6 +86,20 @@ def pad_crop_flip_normalize(images: torch.Tensor, rows: torch.Tensor, offsets: t
     """images uint8 (N, H, W, 3) on any device → images[rows] zero-padded by PAD, cropped back to H×W at
     `offsets`, flipped where `flips`, normalised: NCHW channels_last. Padding pixels are 0 before
     normalisation, as torchvision pads the PIL image."""
+    if images.device.type == "cpu":  # one numba pass: torch's parallel indexing straggles on a busy machine
+        from fastccfs.kernels.resample import pad_crop_flip_normalize as kernel
+
+        scale, shift = _affine(mean, std)
+        out = np.empty((len(rows), *images.shape[1:]), np.float32)
+        kernel(images.numpy(), rows.numpy(), offsets.numpy(), flips.numpy(), pad, scale, shift, out)
+        x = torch.from_numpy(out).permute(0, 3, 1, 2)
+        return x if dtype == torch.float32 else x.to(dtype)
+    return pad_crop_flip_normalize_torch(images, rows, offsets, flips, mean, std, dtype, pad)
+
+
+def pad_crop_flip_normalize_torch(images, rows, offsets, flips, mean, std, dtype=torch.float32,
+                                  pad: int = PAD) -> torch.Tensor:
+    """The device-agnostic twin of kernels.resample.pad_crop_flip_normalize (same arithmetic)."""
     device = images.device
     _, height, width, _ = images.shape
     offsets, flips = offsets.to(device), flips.to(device)

@@ -12,7 +12,7 @@ def warm_up() -> float:
 
     import numpy as np
 
-    from .resample import crop_flip_normalize, normalize
+    from .resample import crop_flip_normalize, normalize, pad_crop_flip_normalize
     from .topk import tiers, topk_per_class
 
     start = time.perf_counter()
@@ -21,6 +21,8 @@ def warm_up() -> float:
     crop_flip_normalize(src, rows, np.array([[0, 0, 4, 4]], np.int64), np.zeros(1, bool), ones, zeros,
                         np.empty((1, 4, 4, 3), np.float32))
     normalize(src, rows, ones, zeros, np.empty((1, 4, 4, 3), np.float32))
+    pad_crop_flip_normalize(src, rows, np.zeros((1, 2), np.int64), np.zeros(1, bool), 4, ones, zeros,
+                            np.empty((1, 4, 4, 3), np.float32))
     labels = np.zeros(2, np.int64)
     for use_teacher in (False, True):  # the signatures selection.coarse_to_fine calls
         tiers(labels, np.zeros(2, bool), labels, np.zeros(2, bool), use_teacher)

@@ -1,4 +1,5 @@
-"""Batched crop + resize (bilinear) + horizontal flip + normalise on the CPU, one pass, no temporaries.
+"""Batched crop + resize (bilinear) + horizontal flip + normalise on the CPU, one pass, no temporaries; the
+teachers' padded crop + flip + normalise; plain normalisation.
 
 The arithmetic is that of torch.nn.functional.interpolate(mode="bilinear", align_corners=False) applied
 to each crop, i.e. torchvision's resized_crop without antialiasing (the crops are never larger than the
@@ -54,6 +55,30 @@ def crop_flip_normalize(src, rows, boxes, flips, scale, shift, out):
                     a = (np.float32(1.0) - lx) * np.float32(src[r, y0, x0, c]) + lx * np.float32(src[r, y0, x1, c])
                     d = (np.float32(1.0) - lx) * np.float32(src[r, y1, x0, c]) + lx * np.float32(src[r, y1, x1, c])
                     out[b, oy, ox, c] = ((np.float32(1.0) - ly) * a + ly * d) * scale[c] + shift[c]
+
+
+@njit(parallel=True, cache=True)
+def pad_crop_flip_normalize(src, rows, offsets, flips, pad, scale, shift, out):
+    """out[b] = normalise(flip?(pad(src[rows[b]], pad zeros)[top:top+H, left:left+W])): torchvision's
+    RandomCrop(size, padding=pad) + RandomHorizontalFlip, the teachers' augmentation.
+
+    offsets int64 (B, 2)  top, left of the crop in the padded image, in [0, 2·pad]
+    The padding is 0 before normalisation (torchvision pads the PIL image with black).
+    """
+    n, h, w, _ = out.shape
+    for b in prange(n):
+        r = rows[b]
+        top, left = offsets[b, 0] - pad, offsets[b, 1] - pad
+        for oy in range(h):
+            y = top + oy
+            for ox in range(w):
+                x = left + (w - 1 - ox if flips[b] else ox)
+                if y < 0 or y >= h or x < 0 or x >= w:
+                    for c in range(3):
+                        out[b, oy, ox, c] = shift[c]
+                else:
+                    for c in range(3):
+                        out[b, oy, ox, c] = np.float32(src[r, y, x, c]) * scale[c] + shift[c]
 
 
 @njit(parallel=True, cache=True)

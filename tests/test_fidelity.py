@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import SCORES, need, run
-from fastccfs.augment import pad_crop_flip_normalize, sample_pad_offsets
+from fastccfs.augment import pad_crop_flip_normalize, pad_crop_flip_normalize_torch, sample_pad_offsets
 from fastccfs.config import resolve_run_config
 from fastccfs.selection import coarse_to_fine, coarse_to_fine_reference, phase_budgets
 
@@ -53,7 +53,10 @@ def test_padded_crop_equals_torchvision_random_crop(demo_stores):
     images = torch.from_numpy(np.array(store.images[:16]))
     gen = torch.Generator().manual_seed(0)
     offsets, flips = sample_pad_offsets(16, gen), torch.rand(16, generator=gen) < 0.5
-    x = pad_crop_flip_normalize(images, torch.arange(16), offsets, flips, store.mean, store.std)
+    x = pad_crop_flip_normalize(images, torch.arange(16), offsets, flips, store.mean, store.std)  # numba
+    twin = pad_crop_flip_normalize_torch(images, torch.arange(16), offsets, flips, store.mean, store.std)
+    assert x.shape == twin.shape == (16, 3, 32, 32)
+    torch.testing.assert_close(x, twin, atol=1e-5, rtol=1e-5)
     for b in range(16):
         img = TF.pad(images[b].permute(2, 0, 1), [4])  # zeros around, as RandomCrop(32, padding=4)
         img = TF.crop(img, int(offsets[b, 0]), int(offsets[b, 1]), 32, 32)

@@ -69,7 +69,8 @@ class _EpochSampler(Sampler):
 
 
 class TorchLoader:
-    """Same constructor and (x, y, idx) protocol as TensorLoader; images may be a memory-mapped array.
+    """Same constructor and (x, y, idx) protocol as TensorLoader, x contiguous NCHW; images may be a
+    memory-mapped array.
 
     num_workers processes decode and augment per sample; persistent_workers keeps them across epochs.
     """
@@ -110,8 +111,9 @@ class TorchLoader:
 
     def __iter__(self):
         try:
-            for x, y, idx in self.dataloader:
-                x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                yield x.to(self.dtype), y.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
+            for x, y, idx in self.dataloader:  # x as the DataLoader collates it (contiguous): make_loader's
+                # memory_format= relays it only when asked, so a plain loop pays no copy
+                x = x.to(self.device, self.dtype, non_blocking=True)
+                yield x, y.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
         finally:
             self.epoch += 1
