@@ -39,22 +39,27 @@ def augment_mode(augment) -> str | None:
 
 def sample_crop_boxes(n: int, height: int, width: int, generator: torch.Generator,
                       scale=SCALE, ratio=RATIO, attempts: int = 10) -> torch.Tensor:
-    """(n, 4) int64 [top, left, h, w]: torchvision's RandomResizedCrop distribution, batched."""
+    """(n, 4) int64 [top, left, h, w]: torchvision's RandomResizedCrop distribution, batched.
+
+    The draws come from the torch generator; the arithmetic is numpy's, on one thread: torch's elementwise
+    ops on these few thousand numbers wake its OpenMP pool, whose threads then spin-wait beside the numba
+    kernel that follows and halve its speed on a 2-core machine (64 px: 4.4 → 8.4 ms per batch of 256)."""
     area = height * width
-    target = area * torch.empty(n, attempts, dtype=torch.float64).uniform_(scale[0], scale[1], generator=generator)
+    target = area * torch.empty(n, attempts, dtype=torch.float64).uniform_(scale[0], scale[1],
+                                                                           generator=generator).numpy()
     log_ratio = torch.empty(n, attempts, dtype=torch.float64).uniform_(
-        math.log(ratio[0]), math.log(ratio[1]), generator=generator)
-    aspect = torch.exp(log_ratio)
-    w = torch.round(torch.sqrt(target * aspect)).long()  # round half to even, as Python's round()
-    h = torch.round(torch.sqrt(target / aspect)).long()
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator).numpy()
+    aspect = np.exp(log_ratio)
+    w = np.round(np.sqrt(target * aspect)).astype(np.int64)  # round half to even, as Python's round()
+    h = np.round(np.sqrt(target / aspect)).astype(np.int64)
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = ok.long().argmax(dim=1)  # the first successful try
-    found = ok.any(dim=1)
-    rows = torch.arange(n)
+    first = ok.argmax(axis=1)  # the first successful try
+    found = ok.any(axis=1)
+    rows = np.arange(n)
     h, w = h[rows, first], w[rows, first]
-    u = torch.rand(n, 2, dtype=torch.float64, generator=generator)
-    top = (u[:, 0] * (height - h + 1)).long()
-    left = (u[:, 1] * (width - w + 1)).long()
+    u = torch.rand(n, 2, dtype=torch.float64, generator=generator).numpy()
+    top = (u[:, 0] * (height - h + 1)).astype(np.int64)
+    left = (u[:, 1] * (width - w + 1)).astype(np.int64)
 
     # Fallback (no try fitted): the central crop with the aspect ratio clamped into `ratio`.
     in_ratio = width / height
@@ -64,11 +69,9 @@ def sample_crop_boxes(n: int, height: int, width: int, generator: torch.Generato
         fw, fh = int(round(height * max(ratio))), height
     else:
         fw, fh = width, height
-    h = torch.where(found, h, fh)
-    w = torch.where(found, w, fw)
-    top = torch.where(found, top, (height - fh) // 2)
-    left = torch.where(found, left, (width - fw) // 2)
-    return torch.stack([top, left, h, w], dim=1)
+    boxes = np.stack([np.where(found, top, (height - fh) // 2), np.where(found, left, (width - fw) // 2),
+                      np.where(found, h, fh), np.where(found, w, fw)], axis=1)
+    return torch.from_numpy(boxes)
 
 
 def sample_flips(n: int, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
@@ -82,19 +85,19 @@ def sample_pad_offsets(n: int, generator: torch.Generator, pad: int = PAD) -> to
 
 
 def pad_crop_flip_normalize(images: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
-                            mean, std, dtype=torch.float32, pad: int = PAD) -> torch.Tensor:
+                            mean, std, dtype=torch.float32, pad: int = PAD,
+                            memory_format=torch.channels_last) -> torch.Tensor:
     """images uint8 (N, H, W, 3) on any device → images[rows] zero-padded by PAD, cropped back to H×W at
-    `offsets`, flipped where `flips`, normalised: NCHW channels_last. Padding pixels are 0 before
+    `offsets`, flipped where `flips`, normalised: NCHW in MEMORY_FORMAT. Padding pixels are 0 before
     normalisation, as torchvision pads the PIL image."""
     if images.device.type == "cpu":  # one numba pass: torch's parallel indexing straggles on a busy machine
         from fastccfs.kernels.resample import pad_crop_flip_normalize as kernel
 
-        scale, shift = _affine(mean, std)
-        out = np.empty((len(rows), *images.shape[1:]), np.float32)
-        kernel(images.numpy(), rows.numpy(), offsets.numpy(), flips.numpy(), pad, scale, shift, out)
-        x = torch.from_numpy(out).permute(0, 3, 1, 2)
+        out, x = _cpu_output(len(rows), images.shape[1:], memory_format)
+        kernel(images.numpy(), rows.numpy(), offsets.numpy(), flips.numpy(), pad, *_affine(mean, std), out)
         return x if dtype == torch.float32 else x.to(dtype)
-    return pad_crop_flip_normalize_torch(images, rows, offsets, flips, mean, std, dtype, pad)
+    x = pad_crop_flip_normalize_torch(images, rows, offsets, flips, mean, std, dtype, pad)
+    return x.contiguous(memory_format=memory_format)
 
 
 def pad_crop_flip_normalize_torch(images, rows, offsets, flips, mean, std, dtype=torch.float32,
@@ -116,6 +119,17 @@ def pad_crop_flip_normalize_torch(images, rows, offsets, flips, mean, std, dtype
     return x.permute(0, 3, 1, 2).to(dtype)
 
 
+def _cpu_output(n: int, shape, memory_format) -> tuple[np.ndarray, torch.Tensor]:
+    """(out, x): the NHWC array a kernel writes (a view when MEMORY_FORMAT is contiguous) and the NCHW
+    tensor over the same memory: the kernel writes the layout asked for, no copy after it."""
+    height, width, channels = shape
+    if memory_format is torch.contiguous_format:
+        x = torch.from_numpy(np.empty((n, channels, height, width), np.float32))
+        return x.numpy().transpose(0, 2, 3, 1), x
+    out = np.empty((n, height, width, channels), np.float32)
+    return out, torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
 def _affine(mean, std) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel scale and shift with value = pixel * scale + shift == (pixel/255 - mean) / std."""
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
@@ -123,35 +137,33 @@ def _affine(mean, std) -> tuple[np.ndarray, np.ndarray]:
 
 
 def crop_flip_normalize(images: torch.Tensor, rows: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor,
-                        mean, std, dtype=torch.float32) -> torch.Tensor:
-    """images uint8 (N, H, W, 3) on any device → normalised NCHW channels_last batch of images[rows].
+                        mean, std, dtype=torch.float32, memory_format=torch.channels_last) -> torch.Tensor:
+    """images uint8 (N, H, W, 3) on any device → normalised NCHW batch of images[rows] in MEMORY_FORMAT.
 
     boxes (B, 4) [top, left, h, w] and flips (B,) may live on the CPU. Output size = input size.
     """
     if images.device.type == "cpu":
         from fastccfs.kernels.resample import crop_flip_normalize as kernel
 
-        scale, shift = _affine(mean, std)
-        out = np.empty((len(rows), *images.shape[1:]), np.float32)
-        kernel(images.numpy(), rows.numpy(), boxes.numpy(), flips.numpy(), scale, shift, out)
-        x = torch.from_numpy(out).permute(0, 3, 1, 2)  # NHWC memory = NCHW channels_last
+        out, x = _cpu_output(len(rows), images.shape[1:], memory_format)
+        kernel(images.numpy(), rows.numpy(), boxes.numpy(), flips.numpy(), *_affine(mean, std), out)
         return x if dtype == torch.float32 else x.to(dtype)
-    return crop_flip_normalize_torch(images, rows, boxes, flips, mean, std, dtype)
+    x = crop_flip_normalize_torch(images, rows, boxes, flips, mean, std, dtype)
+    return x.contiguous(memory_format=memory_format)
 
 
-def normalize(images: torch.Tensor, rows: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Tensor:
-    """No augmentation: images[rows] normalised, NCHW channels_last."""
+def normalize(images: torch.Tensor, rows: torch.Tensor, mean, std, dtype=torch.float32,
+              memory_format=torch.channels_last) -> torch.Tensor:
+    """No augmentation: images[rows] normalised, NCHW in MEMORY_FORMAT."""
     if images.device.type == "cpu":
         from fastccfs.kernels.resample import normalize as kernel
 
-        scale, shift = _affine(mean, std)
-        out = np.empty((len(rows), *images.shape[1:]), np.float32)
-        kernel(images.numpy(), rows.numpy(), scale, shift, out)
-        x = torch.from_numpy(out).permute(0, 3, 1, 2)
+        out, x = _cpu_output(len(rows), images.shape[1:], memory_format)
+        kernel(images.numpy(), rows.numpy(), *_affine(mean, std), out)
         return x if dtype == torch.float32 else x.to(dtype)
     scale, shift = (torch.as_tensor(v, device=images.device) for v in _affine(mean, std))
     x = images[rows].to(torch.float32) * scale + shift  # NHWC
-    return x.permute(0, 3, 1, 2).to(dtype)
+    return x.permute(0, 3, 1, 2).to(dtype).contiguous(memory_format=memory_format)
 
 
 def _interp_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:

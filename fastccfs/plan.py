@@ -54,7 +54,7 @@ def train_step_seconds(model_name: str, teacher_name: str | None, classes: int, 
 
     def step():
         boxes, flips = aug.sample_crop_boxes(batch, size, size, gen), aug.sample_flips(batch, gen)
-        x = aug.crop_flip_normalize(images, rows, boxes, flips, (0.5,) * 3, (0.25,) * 3).contiguous(memory_format=fmt)
+        x = aug.crop_flip_normalize(images, rows, boxes, flips, (0.5,) * 3, (0.25,) * 3, memory_format=fmt)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(x)
             if not kd:

@@ -148,7 +148,7 @@ def generate(labels: SharedLabels, teacher: torch.nn.Module, images: np.ndarray,
         boxes, flips = epoch_crops(labels.seed, epoch, labels.size, height, width)
         for start in range(0, labels.size, batch):
             rows = torch.arange(start, min(start + batch, labels.size))
-            x = aug.crop_flip_normalize(pixels, rows, boxes[rows], flips[rows], mean, std).contiguous(memory_format=fmt)
+            x = aug.crop_flip_normalize(pixels, rows, boxes[rows], flips[rows], mean, std, memory_format=fmt)
             with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 out = net(x).float()
             if classes is None:

@@ -18,11 +18,11 @@ def warm_up() -> float:
     start = time.perf_counter()
     src = np.zeros((1, 4, 4, 3), np.uint8)
     rows, ones, zeros = np.zeros(1, np.int64), np.ones(3, np.float32), np.zeros(3, np.float32)
-    crop_flip_normalize(src, rows, np.array([[0, 0, 4, 4]], np.int64), np.zeros(1, bool), ones, zeros,
-                        np.empty((1, 4, 4, 3), np.float32))
-    normalize(src, rows, ones, zeros, np.empty((1, 4, 4, 3), np.float32))
-    pad_crop_flip_normalize(src, rows, np.zeros((1, 2), np.int64), np.zeros(1, bool), 4, ones, zeros,
-                            np.empty((1, 4, 4, 3), np.float32))
+    # Both layouts the loaders write: NHWC (channels_last) and a transposed view of NCHW (contiguous).
+    for out in (np.empty((1, 4, 4, 3), np.float32), np.empty((1, 3, 4, 4), np.float32).transpose(0, 2, 3, 1)):
+        crop_flip_normalize(src, rows, np.array([[0, 0, 4, 4]], np.int64), np.zeros(1, bool), ones, zeros, out)
+        normalize(src, rows, ones, zeros, out)
+        pad_crop_flip_normalize(src, rows, np.zeros((1, 2), np.int64), np.zeros(1, bool), 4, ones, zeros, out)
     labels = np.zeros(2, np.int64)
     for use_teacher in (False, True):  # the signatures selection.coarse_to_fine calls
         tiers(labels, np.zeros(2, bool), labels, np.zeros(2, bool), use_teacher)

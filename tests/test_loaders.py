@@ -168,6 +168,17 @@ def test_bf16_output(demo):
     assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_kernels_write_either_layout_with_the_same_values(demo):
+    """The tensor backend's kernels write the asked layout themselves (no copy after them): same pixels."""
+    for mode in ("rrc", "crop_pad", False):
+        batches = {fmt: next(iter(make_loader(demo, batch_size=64, augment=mode, device="cpu", seed=3,
+                                              memory_format=fmt)))[0]
+                   for fmt in (torch.contiguous_format, torch.channels_last)}
+        assert batches[torch.contiguous_format].is_contiguous()
+        assert batches[torch.channels_last].is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(batches[torch.contiguous_format], batches[torch.channels_last]), mode
+
+
 def test_ranks_share_one_order_and_split_it(demo):
     n = 1003
     shares = [epoch_order(n, 5, 2, True, rank, 4) for rank in range(4)]

@@ -74,6 +74,8 @@ def make_loader(source: str | os.PathLike | Store, split: str = "train", backend
     if seed is None:  # an evaluation loader has no randomness: leave the global generator untouched
         random = augment or options.get("shuffle")
         seed = int(torch.randint(0, 2**31 - 1, (), dtype=torch.int64)) if random else 0
+    if chosen.memory_format:
+        options["memory_format"] = memory_format
     loader = _make(store, backend, chosen, batch_size, augment, device, indices, seed, extra_images, extra_labels,
                    **options)
     return Adapted(loader, memory_format, with_indices)

@@ -57,12 +57,14 @@ class Backend:
     """make(store, indices, extra_images, extra_labels, *, batch_size, augment, device, seed, **options) →
     a Loader. serves_extra: it can serve extra (distilled) images beside store indices; augmentations:
     the augment modes it implements ("rrc", "crop_pad"); form: its on-disk form, or None when it reads
-    the store itself."""
+    the store itself; memory_format: make takes memory_format= and yields x in it (else make_loader
+    relays x when another layout is asked for)."""
 
     make: Callable
     serves_extra: bool = True
     augmentations: tuple[str, ...] = ("rrc", "crop_pad")
     form: Form | None = None
+    memory_format: bool = False
 
 
 def _tensor(store, indices, extra_images, extra_labels, **kw):
@@ -125,7 +127,7 @@ def _beside(folder: str, suffix: str = "") -> Callable:
     return lambda store: store.path.parent / folder / f"{store.meta['split']}{suffix}"
 
 
-registry.register("backend", "tensor", Backend(_tensor))
+registry.register("backend", "tensor", Backend(_tensor, memory_format=True))
 registry.register("backend", "torch", Backend(_torch))
 registry.register("backend", "ffcv", Backend(_ffcv, serves_extra=False, augmentations=("rrc",), form=Form(
     library="ffcv.loader", title="FFCV", folder="ffcv", location=_beside("ffcv", ".beton"),

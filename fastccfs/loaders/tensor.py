@@ -13,7 +13,7 @@ from fastccfs.loaders.order import epoch_generator, epoch_order
 
 
 class TensorLoader:
-    """Iterate → (x, y, idx): x normalised NCHW channels_last on `device`, y int64 labels, idx int64 ids.
+    """Iterate → (x, y, idx): x normalised NCHW on `device` in MEMORY_FORMAT, y int64 labels, idx int64 ids.
 
     images  uint8 (N, H, W, 3), numpy or torch; copied once to `device`
     labels  int64 (N,)
@@ -21,6 +21,7 @@ class TensorLoader:
     augment True/"rrc": RandomResizedCrop(scale, ratio) + horizontal flip(p=flip); "crop_pad":
             RandomCrop with 4 pixels of zero padding + flip (the teachers' recipe); False: as they are
     shuffle a new order every epoch (default: when augmenting); False: the given order
+    memory_format: of x (torch.channels_last or torch.contiguous_format), written so by the kernels
     rank, world_size: this process's share of each epoch (DDP): every rank uses the same order and
             takes positions rank, rank + world_size, …; training pads the order so shares are equal.
     """
@@ -28,7 +29,7 @@ class TensorLoader:
     def __init__(self, images, labels, ids, mean, std, batch_size: int = 256, augment: bool | str = True,
                  shuffle: bool | None = None, drop_last: bool = False, device="cpu", dtype=torch.float32,
                  seed: int = 0, rank: int = 0, world_size: int = 1, scale=aug.SCALE, ratio=aug.RATIO,
-                 flip: float = 0.5):
+                 flip: float = 0.5, memory_format=torch.channels_last):
         if len(images) == 0:
             raise ValueError("TensorLoader needs at least one image")
         if not (len(images) == len(labels) == len(ids)):
@@ -45,6 +46,7 @@ class TensorLoader:
         self.shuffle = self.augment if shuffle is None else shuffle
         self.dtype, self.seed, self.rank, self.world_size = dtype, seed, rank, world_size
         self.scale, self.ratio, self.flip = scale, ratio, flip
+        self.memory_format = memory_format  # x's layout, written so by the kernels (no copy after them)
         self.epoch = 0
 
     @property
@@ -73,13 +75,15 @@ class TensorLoader:
             if self.mode == "rrc":
                 boxes = aug.sample_crop_boxes(len(rows), height, width, gen, self.scale, self.ratio)
                 flips = aug.sample_flips(len(rows), gen, self.flip)
-                x = aug.crop_flip_normalize(self.images, rows, boxes, flips, self.mean, self.std, self.dtype)
+                x = aug.crop_flip_normalize(self.images, rows, boxes, flips, self.mean, self.std, self.dtype,
+                                            self.memory_format)
             elif self.mode == "crop_pad":
                 offsets = aug.sample_pad_offsets(len(rows), gen)
                 flips = aug.sample_flips(len(rows), gen, self.flip)
-                x = aug.pad_crop_flip_normalize(self.images, rows, offsets, flips, self.mean, self.std, self.dtype)
+                x = aug.pad_crop_flip_normalize(self.images, rows, offsets, flips, self.mean, self.std, self.dtype,
+                                                memory_format=self.memory_format)
             else:
-                x = aug.normalize(self.images, rows, self.mean, self.std, self.dtype)
+                x = aug.normalize(self.images, rows, self.mean, self.std, self.dtype, self.memory_format)
             rows = rows.to(self.device)
             yield x, self.labels[rows], self.ids[rows]
 
@@ -104,6 +108,5 @@ class ClassImages:
             raise UserError(f"get_images(c, n) needs a class in [0, {len(self.by_class)}) and n ≥ 1; got c {c}, n {n}")
         members = self.by_class[c]
         rows = members[torch.randperm(len(members), generator=self.generator)[:n]]
-        x = aug.normalize(self.images, rows if self.device.type == "cpu" else rows.to(self.device), self.mean,
-                          self.std, self.dtype)
-        return x.contiguous()
+        return aug.normalize(self.images, rows if self.device.type == "cpu" else rows.to(self.device), self.mean,
+                             self.std, self.dtype, torch.contiguous_format)
