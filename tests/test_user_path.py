@@ -41,6 +41,20 @@ def test_readme_python_api_runs_as_written(tmp_path, cache, monkeypatch, demo_st
     assert x.shape == (128, 3, 32, 32) and y.dtype == torch.int64
 
 
+def test_readme_loader_snippet_runs_as_written(cifar_stores, cache, monkeypatch):
+    """The "Loaders for your own code" block, on the real CIFAR-10 store in the cache, one epoch of its 200."""
+    code = readme_block("Loaders for your own code")
+    assert "../shared" not in code and "range(200)" in code
+    monkeypatch.setenv("FASTCCFS_CACHE", str(cache))
+    scope = {}
+    exec(compile(code.replace("range(200)", "range(1)"), "README.md (loaders)", "exec"), scope)
+    train, test, x, y = scope["train"], scope["test"], scope["x"], scope["y"]
+    assert len(train.dataset) == 50_000 and len(test.dataset) == 10_000 and len(train) == 196
+    assert x.shape == (50_000 % 256, 3, 32, 32) and x.is_contiguous() and y.dtype == torch.int64
+    first, again = (next(iter(test))[0] for _ in range(2))
+    assert torch.equal(first, again)  # the test split: stored order, no augmentation
+
+
 def test_the_api_names_are_the_functions_the_cli_uses():
     from fastccfs import api, selection, store
 
