@@ -158,7 +158,8 @@ def test_torchrun_runs_the_pipeline_and_writes_the_run_once(demo_stores, cache, 
     assert again.returncode == 0 and (out / "phase_3.npz").stat().st_mtime_ns == stamp, again.stderr[-2000:]
 
     # The evaluation runs of the same final set in one process, one after another (1 thread, as each job had)
-    # are the same bit for bit: each run's seed and thread count alone decide it.
+    # are the same bit for bit: each run's seed and thread count alone decide it. Runs 1 (rank 0's second job,
+    # trained beside run 0) and 2 (rank 1's first) are redone; the records of runs 0 and 3 are copied.
     from fastccfs.cli import main
 
     seq = tmp_path / "seq"
@@ -167,6 +168,10 @@ def test_torchrun_runs_the_pipeline_and_writes_the_run_once(demo_stores, cache, 
                  "teacher_training.json", "scores.npy", "start.npz", "phases.json", "selected_indices.json",
                  "synthetic_set.npz", *[f"phase_{j}.{e}" for j in (1, 2, 3) for e in ("json", "npz")]):
         (seq / name).write_bytes((out / name).read_bytes())
+    (seq / "eval").mkdir()
+    for r in (0, 3):
+        (seq / "eval" / f"convnet_bn_{r}.json").write_bytes((out / "eval" / f"convnet_bn_{r}.json").read_bytes())
+    kept = {r: (seq / "eval" / f"convnet_bn_{r}.json").stat().st_mtime_ns for r in (0, 3)}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -174,7 +179,8 @@ def test_torchrun_runs_the_pipeline_and_writes_the_run_once(demo_stores, cache, 
                      "--amp", "off"]) == 0
     finally:
         torch.set_num_threads(threads)
-    for r in range(4):
+    assert {r: (seq / "eval" / f"convnet_bn_{r}.json").stat().st_mtime_ns for r in (0, 3)} == kept
+    for r in (1, 2):
         a, b = (json.loads((d / "eval" / f"convnet_bn_{r}.json").read_text()) for d in (out, seq))
         assert a["weights_sha256"] == b["weights_sha256"] and a["test_acc_by_epoch"] == b["test_acc_by_epoch"]
         assert a["threads"] == b["threads"] == 1
