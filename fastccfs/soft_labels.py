@@ -31,6 +31,14 @@ from fastccfs.loaders.order import epoch_generator, epoch_order
 from fastccfs.rundir import Layout
 
 FILL = -1e30  # the logit of a class outside a crop's top K: a target probability of exactly 0 at any temperature
+
+
+def expand_top_k(values: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Top-K soft labels (values N×K, classes N×K) → N×NUM_CLASSES float32 logits, FILL outside the top K."""
+    full = torch.full((len(values), num_classes), FILL, dtype=torch.float32)
+    return full.scatter_(1, classes.long(), values.float())
+
+
 CROP_STREAM = 7  # epoch_generator stream of the shared crops (the loaders use 0 and 1)
 
 
@@ -207,7 +215,6 @@ class SharedLabelLoader:
             x = aug.crop_flip_normalize(self.images, rows, boxes[rows], flips[rows], self.mean, self.std)
             target = values[rows].float()
             if classes is not None:
-                full = torch.full((len(rows), self.labels.classes), FILL)
-                target = full.scatter_(1, classes[rows], target)
+                target = expand_top_k(target, classes[rows], self.labels.classes)
             dev_rows = rows.to(self.device)
             yield x, self.y[dev_rows], self.ids[dev_rows], target.to(self.device)

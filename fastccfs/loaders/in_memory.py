@@ -18,7 +18,7 @@ import torch
 from fastccfs.errors import UserError
 from fastccfs.loaders.order import epoch_generator, epoch_order
 from fastccfs.loaders.sets import distilled_id
-from fastccfs.soft_labels import FILL  # a class outside a top-K soft label: probability 0 at any temperature
+from fastccfs.soft_labels import expand_top_k
 
 
 class SetLoader:
@@ -102,8 +102,7 @@ def _labels(labels, n: int, num_classes: int | None, device) -> torch.Tensor:
         values, classes = (torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a) for a in labels)
         if values.shape != classes.shape or values.ndim != 2 or len(values) != n or num_classes is None:
             raise UserError("top-K soft labels are (values N×K, classes N×K) of the N images, with num_classes=")
-        full = torch.full((n, num_classes), FILL, dtype=torch.float32)
-        return full.scatter_(1, classes.long(), values.float()).to(device)
+        return expand_top_k(values, classes, num_classes).to(device)
     y = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
     if len(y) != n:
         raise UserError(f"{n} images but {len(y)} labels")
