@@ -63,7 +63,7 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True, pla
     device = distributed.init(device)  # under torchrun: join the job; every rank runs every stage
     progress = progress and distributed.is_main()
     run_dir = RunDir(out, cfg)
-    run_dir.check()
+    run_dir.check(repair=not plan_only)  # a plan touches nothing in the folder
     device = distributed.resolve_device(device)
     t = time.perf_counter()
     with distributed.rank0_first():  # rank 0 decodes into the shared cache, the others open its result
@@ -76,7 +76,7 @@ def run(cfg: RunConfig, out: str | Path, device=None, progress: bool = True, pla
             for store in stores.values():
                 convert_store(store, cfg.loader, progress=progress)
     convert_s = time.perf_counter() - t  # opening the stores when they exist, decoding the dataset when not
-    data = run_dir.check_data(stores)
+    data = run_dir.check_data(stores, repair=not plan_only)
     if plan_only:
         from fastccfs.plan import build_plan, format_plan
 

@@ -99,8 +99,10 @@ class RunDir:
     def release(self) -> None:
         self.lock.release()
 
-    def check(self) -> None:
-        """Refuse a folder that is not this run's before anything is computed; writes nothing."""
+    def check(self, repair: bool = True) -> None:
+        """Refuse a folder that is not this run's before anything is computed. Writes nothing, except a
+        damaged config.yaml whose checksum says it held these settings: written again when REPAIR (a plan
+        only reports it)."""
         path = self.path
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {path} is a file: pass a folder for the run")
@@ -108,7 +110,10 @@ class RunDir:
         damaged = config.is_file() and self._damaged(Layout.CONFIG)
         if damaged and hashlib.sha256(self.settings_text().encode()).hexdigest() == damaged:
             print(f"fastccfs: {config} was damaged since the run wrote it; these settings are the ones it held "
-                  "(its checksum says so): writing it again", file=sys.stderr, flush=True)
+                  f"(its checksum says so): {'writing it again' if repair else 'the run will write it again'}",
+                  file=sys.stderr, flush=True)
+            if not repair:
+                return
             write_text(config, self.settings_text())
         elif damaged:
             raise UserError(f"{config} is damaged (it is not what the run wrote), and these settings are not the ones "
@@ -138,14 +143,18 @@ class RunDir:
     def data_text(data: dict) -> str:
         return json.dumps(data, indent=1) + "\n"  # as fastccfs.atomic.write_json writes it
 
-    def check_data(self, stores: dict) -> dict:
-        """Refuse to resume a run on other data (data.json: each split's content fingerprint)."""
+    def check_data(self, stores: dict, repair: bool = True) -> dict:
+        """Refuse to resume a run on other data (data.json: each split's content fingerprint); a damaged
+        data.json whose checksum says it held this data is written again when REPAIR."""
         data = {split: store.content_fingerprint() for split, store in stores.items()}
         record = self.path / Layout.DATA
         damaged = record.is_file() and self._damaged(Layout.DATA)
         if damaged and hashlib.sha256(self.data_text(data).encode()).hexdigest() == damaged:
             print(f"fastccfs: {record} was damaged since the run wrote it; this data is the run's (its checksum "
-                  "says so): writing it again", file=sys.stderr, flush=True)
+                  f"says so): {'writing it again' if repair else 'the run will write it again'}", file=sys.stderr,
+                  flush=True)
+            if not repair:
+                return data
             write_text(record, self.data_text(data))
         elif damaged:
             raise UserError(f"{record} is damaged (it is not what the run wrote), and this data is not the run's: "

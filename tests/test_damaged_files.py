@@ -90,6 +90,10 @@ def test_a_damaged_evaluation_record_is_its_run_alone_and_bookkeeping_is_repaire
     damage(out / Layout.TIMINGS, "garbage")
     damage(out / Layout.CONFIG, "flipped")  # these are the run's settings: written again
     phase = (out / "phase_1.npz").stat().st_mtime_ns
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert run(cache, out, *OWN, "--plan") == 0  # a plan reports, and touches nothing in the folder
+    assert "the run will write it again" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert run(cache, out, *OWN) == 0
     err = capsys.readouterr().err
     assert "config.yaml was damaged since the run wrote it" in err and "timings.json is damaged" in err
