@@ -104,10 +104,9 @@ def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> d
             ctx.log(f"shared soft labels: the teacher on {epochs} epochs of crops of {len(final)} images "
                     f"({human(soft_label_bytes(cfg, len(final), ctx.num_classes))} in {Layout.SOFT_LABELS})")
             t = time.perf_counter()
-            if distributed.is_main():  # one process computes them; the others wait, then read them
-                images, _, _ = synthetic_arrays(ctx.train, **final.loader_arguments())
-                generate(shared, teacher, images, ctx.train.mean, ctx.train.std, ctx.device, cfg.amp,
-                         batch=ctx.eval_batch, progress=ctx.progress)
+            images, _, _ = synthetic_arrays(ctx.train, **final.loader_arguments())
+            generate(shared, teacher, images, ctx.train.mean, ctx.train.std, ctx.device, cfg.amp,  # every rank
+                     batch=ctx.eval_batch, progress=ctx.progress)  # its share of the epochs
             distributed.barrier()
             run_dir.timings["soft_labels"] = round(time.perf_counter() - t, 3)
     if jobs:

@@ -12,7 +12,7 @@ passes where this makes one.
 
 Generation is resumable by epoch: the arrays are memory-mapped and `soft_labels.json` records the epochs
 finished with each epoch's SHA-256, so a killed run continues where it stopped and an epoch damaged since
-it was written is generated again (with every epoch after it).
+it was written is generated again (with every epoch after it). Under torchrun the ranks share the epochs.
 """
 from __future__ import annotations
 
@@ -128,51 +128,72 @@ def epoch_sha256(arrays, epoch: int) -> str:
 def generate(labels: SharedLabels, teacher: torch.nn.Module, images: np.ndarray, mean, std, device, amp: str,
              batch: int, progress: bool = True) -> None:
     """Compute the missing epochs of LABELS: the teacher on each epoch's shared crops of IMAGES (the final
-    set, uint8 N×H×W×3, in its order), stored as it goes (a killed run resumes at the last epoch saved)."""
+    set, uint8 N×H×W×3, in its order), stored as it goes (a killed run resumes at the last epoch saved).
+
+    Under torchrun every rank calls it and computes its share: in each round of world_size epochs, rank r
+    the round's r-th, written into the same memory-mapped files; rank 0 records the round once every
+    rank's epochs are flushed (their hashes gathered). One process computes the same numbers alone."""
     from tqdm import tqdm
 
+    from fastccfs import distributed
     from fastccfs.atomic import write_json
     from fastccfs.models import folded, memory_format
     from fastccfs.precision import autocast_dtype
 
-    done = labels.epochs_done()
+    main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
+    done = distributed.broadcast(labels.epochs_done() if main else None)  # one answer, rank 0's
     hashes = (json.loads(labels.record_path.read_text()).get("epoch_sha256") or [])[:done] if done else []
     shape = (labels.epochs, labels.size, labels.kept)
-    mode = "r+" if done else "w+"
-    values = np.lib.format.open_memmap(labels.values_path, mode=mode, dtype=np.float16, shape=None if done else shape)
-    classes = None
-    if labels.topk is not None:
-        kind = np.int16 if labels.classes <= 32767 else np.int32
-        classes = np.lib.format.open_memmap(labels.classes_path, mode=mode, dtype=kind, shape=None if done else shape)
+    kind = np.int16 if labels.classes <= 32767 else np.int32
+
+    def arrays(mode):
+        values = np.lib.format.open_memmap(labels.values_path, mode=mode, dtype=np.float16,
+                                           shape=shape if mode == "w+" else None)
+        return values, (None if labels.topk is None else np.lib.format.open_memmap(
+            labels.classes_path, mode=mode, dtype=kind, shape=shape if mode == "w+" else None))
+
+    if main:  # the files exist, of their full size, before any rank writes into them
+        values, classes = arrays("r+" if done else "w+")
+    distributed.barrier()
+    if not main:
+        values, classes = arrays("r+")
     device = torch.device(device)
     fmt = memory_format(teacher, device)
     net = folded(teacher.to(device, memory_format=fmt).eval()).to(memory_format=fmt)
     pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     _, height, width, _ = images.shape
-    dtype = autocast_dtype(device, amp, net, (min(batch, len(images)), 3, height, width), train=False)
+    dtype = distributed.broadcast(  # every rank computes in rank 0's precision
+        autocast_dtype(device, amp, net, (min(batch, len(images)), 3, height, width), train=False) if main else None)
     bar = tqdm(total=labels.epochs, initial=done, desc="shared soft labels", unit="epoch", disable=not progress,
                leave=False)
-    for epoch in range(done, labels.epochs):
-        boxes, flips = epoch_crops(labels.seed, epoch, labels.size, height, width)
-        for start in range(0, labels.size, batch):
-            rows = torch.arange(start, min(start + batch, labels.size))
-            x = aug.crop_flip_normalize(pixels, rows, boxes[rows], flips[rows], mean, std, memory_format=fmt)
-            with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                out = net(x).float()
-            if classes is None:
-                values[epoch, start:start + len(rows)] = out.cpu().numpy()
-            else:
-                top = out.topk(labels.kept, dim=1)
-                values[epoch, start:start + len(rows)] = top.values.cpu().numpy()
-                classes[epoch, start:start + len(rows)] = top.indices.cpu().numpy()
-        hashes.append(epoch_sha256((values, classes), epoch))
-        if epoch + 1 == labels.epochs or (epoch + 1) % 10 == 0:  # saved: a resume starts after this epoch
+    for first in range(done, labels.epochs, world):
+        epoch = first + rank
+        if epoch < labels.epochs:
+            boxes, flips = epoch_crops(labels.seed, epoch, labels.size, height, width)
+            for start in range(0, labels.size, batch):
+                rows = torch.arange(start, min(start + batch, labels.size))
+                x = aug.crop_flip_normalize(pixels, rows, boxes[rows], flips[rows], mean, std, memory_format=fmt)
+                with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                     enabled=dtype is not None):
+                    out = net(x).float()
+                if classes is None:
+                    values[epoch, start:start + len(rows)] = out.cpu().numpy()
+                else:
+                    top = out.topk(labels.kept, dim=1)
+                    values[epoch, start:start + len(rows)] = top.values.cpu().numpy()
+                    classes[epoch, start:start + len(rows)] = top.indices.cpu().numpy()
+        end = min(first + world, labels.epochs)
+        save = end == labels.epochs or end // 10 > first // 10  # a multiple of 10 epochs reached, or the last
+        if save or world > 1:
             values.flush()
             if classes is not None:
                 classes.flush()
-            write_json(labels.record_path, {"settings": labels.identity(), "epochs_done": epoch + 1,
+        mine = epoch_sha256((values, classes), epoch) if epoch < labels.epochs else None
+        hashes.extend(h for h in distributed.gather(mine) if h is not None)  # after every rank's flush
+        if save and main:  # a resume starts after END
+            write_json(labels.record_path, {"settings": labels.identity(), "epochs_done": end,
                                             "epoch_sha256": hashes})
-        bar.update()
+        bar.update(end - first)
     bar.close()
     del values, classes
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,6 +70,41 @@ def test_sharded_inference_equals_one_process_for_every_backend(demo_stores, cac
         np.testing.assert_array_equal(got["ids"], np.arange(301))
         np.testing.assert_array_equal(got["labels"], store.labels[:301])
         np.testing.assert_allclose(got["logits"], whole[0], atol=1e-4)
+
+
+def _soft_label_shard(rank, folder):
+    from fastccfs import augment
+    from fastccfs.soft_labels import SharedLabels, generate
+
+    torch.manual_seed(0)
+    teacher, images = create_model("convnet_bn", 10), np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), np.uint8)
+    batches, crop = [], augment.crop_flip_normalize
+    augment.crop_flip_normalize = lambda *a, **k: batches.append(1) or crop(*a, **k)  # count this rank's batches
+    try:
+        generate(SharedLabels(folder, 5, 20, 10, 3, 200), teacher, images, (0.5,) * 3, (0.25,) * 3, "cpu", "off",
+                 batch=8, progress=False)
+    finally:
+        augment.crop_flip_normalize = crop
+    Path(folder, f"batches_{rank}").write_text(str(len(batches)))
+
+
+def test_shared_soft_labels_are_generated_by_every_rank_as_by_one_process(tmp_path):
+    """Two ranks take alternate epochs (5: one round with rank 1 idle) into the same files; the arrays and the
+    record (each epoch's SHA-256) are those one process writes alone."""
+    (tmp_path / "two").mkdir(), (tmp_path / "one").mkdir()
+    _spawn(_soft_label_shard, tmp_path, str(tmp_path / "two"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _soft_label_shard(0, str(tmp_path / "one"))
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("soft_labels.npy", "soft_labels_classes.npy", "soft_labels.json"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert json.loads((tmp_path / "one" / "soft_labels.json").read_text())["epochs_done"] == 5
+    # 3 batches per epoch: alone all 15; rank 0 epochs 1, 3, 5 and rank 1 epochs 2, 4
+    assert [int((tmp_path / d / f"batches_{r}").read_text()) for d, r in (("one", 0), ("two", 0), ("two", 1))] == \
+        [15, 9, 6]
 
 
 def _forgetting_shard(rank, epochs_path, out):
