@@ -1,14 +1,14 @@
 """pytest-benchmark JSON → the markdown table of benchmarks/README.md.
 
 Rows are grouped (extra_info["group"]); the "speed-up" column is the group's baseline time over the
-row's time, the baseline being the torch backend (loaders), the Python reference (selection) or the
+row's time, the baseline being the stock torchvision DataLoader (loaders), the Python reference (selection) or the
 bare training step (training: there the ratio says how close fit() comes to the bare step).
 """
 import json
 import platform
 import sys
 
-BASELINES = ("-torch]", "-python]", "[bare-step-", "-reference]")
+BASELINES = ("-stock]", "-python]", "[bare-step-", "-reference]")
 
 
 def fmt_time(s: float) -> str:

@@ -1,8 +1,10 @@
 """Loader throughput, every backend side by side in one run (`make bench`).
 
 One epoch over the train split with RandomResizedCrop + flip + normalise, batch 256, on this
-machine's CPU cores: the tensor backend, the torch backend (one worker per core, kept across epochs),
-FFCV and DALI each from raw and from JPEG pages (quality 90). `first_epoch_s` (extra_info, its own
+machine's CPU cores: the stock torchvision pipeline users run (the table's baseline: PIL transforms in a
+DataLoader, one worker per core, as benchmarks/loaders_vs_dataloader.py builds it — that script also tries
+0/1/2/4 workers), the tensor backend, the torch backend (one worker per core, kept across epochs), FFCV
+and DALI each from raw and from JPEG pages (quality 90). `first_epoch_s` (extra_info, its own
 table column) is building the loader plus its first epoch — numba/FFCV compilation, DALI's pipeline
 build, worker start; the benchmark's mean is the steady state (3 epochs after that one).
 """
@@ -12,7 +14,7 @@ import pytest
 
 from fastccfs.loaders import make_loader
 
-BACKENDS = ["tensor", "torch", "ffcv-raw", "ffcv-jpg", "dali-raw", "dali-jpg"]
+BACKENDS = ["stock", "tensor", "torch", "ffcv-raw", "ffcv-jpg", "dali-raw", "dali-jpg"]
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +46,19 @@ def test_loader_epoch(benchmark, stores, forms, dataset, backend):
     store = forms[dataset, pages] if pages else stores[dataset]
     options = {"num_workers": os.cpu_count()} if name == "torch" else {}
     start = time.perf_counter()
-    loader = make_loader(store, backend=name, batch_size=256, device="cpu", **options)
+    if name == "stock":
+        import numpy as np
+
+        from loaders_vs_dataloader import stock_loader
+
+        loader = stock_loader(np.asarray(store.images), np.asarray(store.labels), store.mean, store.std, 256, "rrc",
+                              os.cpu_count())
+    else:
+        loader = make_loader(store, backend=name, batch_size=256, device="cpu", **options)
 
     def epoch():
         n = 0
-        for x, _, _ in loader:
+        for x, *_ in loader:
             n += len(x)
         return n
 
