@@ -172,10 +172,14 @@ def test_a_missing_library_names_the_install_command(demo, cache, monkeypatch, c
     assert len(err) == 1 and ("ffcv==1.0.2" if backend == "ffcv" else "nvidia-dali-cuda120") in err[0]
 
 
-def test_run_with_the_dali_loader(demo, cache, tmp_path):
-    """`fastccfs run --loader dali`: whole-split passes read DALI's files; the set with real images only too."""
+def test_run_with_the_dali_loader(demo, cache, tmp_path, own_run):
+    """`fastccfs run --loader dali`: whole-split passes read DALI's files (the given teacher's predictions,
+    each phase's inference); the set with real images only too."""
+    import fastccfs
+
     out = tmp_path / "dali"
-    assert run(cache, out, "--loader", "dali", "--teacher-epochs", "1", "--num-eval", "1") == 0
+    assert run(cache, out, "--loader", "dali", "--num-eval", "1", "--teacher", str(own_run / "teacher.pt"),
+               "--scores", str(fastccfs.DEMO_SCORES)) == 0
     sel = json.loads((out / "selected_indices.json").read_text())["idx_selected"]
     assert len(sel) == len(set(sel)) == 200
     assert json.loads((out / "eval.json").read_text())["models"]["convnet_bn"]["final_epoch_acc"]["mean"] > 0.1

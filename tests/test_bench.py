@@ -92,16 +92,18 @@ def test_bench_curriculum_refuses_what_it_cannot_measure_honestly(tmp_path, cach
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_bench_run_prints_the_pipelines_wall_clock_and_leaves_no_run(tmp_path, cache, demo_stores, monkeypatch):
+def test_bench_run_prints_the_pipelines_wall_clock_and_leaves_no_run(tmp_path, cache, own_run, monkeypatch):
     import tempfile
 
+    import fastccfs
     from conftest import FAST
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     tempfile.tempdir = None  # the child process reads TMPDIR itself
     out = tmp_path / "timings.json"
     result = subprocess.run([sys.executable, "-m", "fastccfs", "bench", "run", "demo", "--ipc", "10", "--cache",
-                             str(cache), "--num-eval", "1", "--teacher-epochs", "1", "--json", str(out), *FAST], cwd=REPO, check=True,
+                             str(cache), "--num-eval", "1", "--json", str(out), *FAST,
+                             "--teacher", str(own_run / "teacher.pt"), "--scores", str(fastccfs.DEMO_SCORES)], cwd=REPO, check=True,
                             stdout=subprocess.PIPE, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
     timings = json.loads(out.read_text())
     assert {"convert", "teacher", "phase_1.train", "phase_3.selection", "evaluation"} <= set(timings["stages"])
