@@ -162,7 +162,7 @@ def multi_gpu_scaling(gpus: int) -> dict:
         return json.loads(out.read_text())
 
 
-def ccfs_phase(device, n, classes, ipc, epochs, amp: str = "auto") -> dict:
+def ccfs_phase(device, n, classes, ipc, epochs, amp: str = "auto", size: int = 64) -> dict:
     from fastccfs import selection
     from fastccfs.config import RunConfig
     from fastccfs.context import Context
@@ -172,7 +172,7 @@ def ccfs_phase(device, n, classes, ipc, epochs, amp: str = "auto") -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        stores = random_stores(tmp, n, 64, classes)
+        stores = random_stores(tmp, n, size, classes)
         train, test = stores["train"], stores["test"]
         cfg = RunConfig(dataset="random-tiny", ipc=ipc, model="resnet18", teacher_model="resnet18", epochs=epochs,
                         lr=0.2, weight_decay=1e-4, batch_size=64,
@@ -183,10 +183,10 @@ def ccfs_phase(device, n, classes, ipc, epochs, amp: str = "auto") -> dict:
         start = selection.random_per_class(train.labels, per_class, 0, classes)
         ctx = Context(cfg, None, train, test, device, False)
         torch.manual_seed(0)
-        teacher = create_model("resnet18", classes, 64).to(device).eval()
+        teacher = create_model("resnet18", classes, size).to(device).eval()
         teacher_pred = predict(teacher, ctx.eval_loader(train), device)[0].argmax(1)
         scores = np.random.default_rng(0).integers(0, 50, n) * 0.2
-        current = SyntheticSet(np.zeros((0, 64, 64, 3), np.uint8), np.zeros(0, np.int64), start)
+        current = SyntheticSet(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64), start)
         record = curriculum_phase(ctx, 1, current, budgets[0], teacher, teacher_pred, scores).record
     sizes = [classes * (per_class + sum(budgets[:j])) for j in range(cfg.phases)]
     kd_rate = record["train_images_per_s"]
@@ -247,7 +247,7 @@ def main() -> None:
         result[f"inference_{size}px_images_per_s"] = inference_rate(device, size, 8 if smoke else 1024, steps)
         result[f"forward_gflops_per_image_{size}px"] = flops / 1e9
     result["loaders_64px"] = loader_rates(device, 512 if smoke else 50_000, 64, 1 if smoke else 3, smoke)
-    result["ccfs_phase_tiny_ipc100"] = (ccfs_phase(device, 120, 10, 6, 1, amp="off") if smoke  # no amp measurement
+    result["ccfs_phase_tiny_ipc100"] = (ccfs_phase(device, 120, 10, 6, 1, amp="off", size=32) if smoke  # no amp measurement
                                         else ccfs_phase(device, 100_000, 200, 100, 2))
     # smoke: the ConvNet-BN at 32 px, fp32 and two given jobs (no amp or jobs measurement of a ResNet-18 on a CPU)
     result["whole_run_64px"] = (whole_run(device, 300, 10, 5, 2, 1, 2, size=32, model="convnet_bn", amp="off",
