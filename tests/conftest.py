@@ -37,6 +37,18 @@ def cifar_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cifar_tar_gz(cifar_root, tmp_path_factory) -> Path:
+    """A folder holding cifar-10-python.tar.gz as published (the batches folder inside), of cifar_root's batches;
+    compresslevel 0: a valid gzip stream of stored blocks, read by the same path, written fast."""
+    import tarfile
+
+    folder = tmp_path_factory.mktemp("cifar-tar-gz")
+    with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz", compresslevel=0) as tar:
+        tar.add(cifar_root / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 

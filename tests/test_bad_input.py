@@ -213,11 +213,8 @@ def test_images_of_different_sizes_ask_for_size_and_size_fixes_it(capsys, tmp_pa
     assert (green == [10, 200, 30]).all()
 
 
-def test_download_through_a_mirror_and_offline_error(capsys, tmp_path, cifar_root, monkeypatch):
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    with tarfile.open(mirror / "cifar-10-python.tar.gz", "w:gz", compresslevel=1) as tar:
-        tar.add(cifar_root / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+def test_download_through_a_mirror_and_offline_error(capsys, tmp_path, cifar_tar_gz, monkeypatch):
+    mirror = cifar_tar_gz  # a mirror's folder: the published archive's name
     monkeypatch.setenv("FASTCCFS_MIRROR", "file://" + str(tmp_path / "nowhere"))
     code, err = run_convert(capsys, "cifar10", tmp_path / "cache", "--root", tmp_path / "root", "--download")
     assert_one_line_error(code, err, "could not download", str(tmp_path / "root" / "cifar-10-python.tar.gz"))

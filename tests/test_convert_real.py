@@ -38,11 +38,8 @@ def test_cifar10_pixels_are_the_pickled_rows(cifar_root, cifar_stores):
     np.testing.assert_array_equal(cifar_stores["train"].images[20017], row)
 
 
-def test_cifar10_from_tar_gz_equals_extracted(cifar_root, cifar_stores, tmp_path):
-    # compresslevel 0: a valid gzip stream (stored blocks), read by the same path as the published file, written fast
-    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz", compresslevel=0) as tar:
-        tar.add(cifar_root / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    stores = convert("cifar10", tmp_path, tmp_path / "cache", progress=False)
+def test_cifar10_from_tar_gz_equals_extracted(cifar_tar_gz, cifar_stores, tmp_path):
+    stores = convert("cifar10", cifar_tar_gz, tmp_path / "cache", progress=False)
     for split in ("train", "test"):
         np.testing.assert_array_equal(stores[split].images, cifar_stores[split].images)
         np.testing.assert_array_equal(stores[split].labels, cifar_stores[split].labels)
