@@ -100,13 +100,14 @@ def stage_eval(ctx: Context, final: SyntheticSet, teacher, run_dir: RunDir) -> d
     shared = None
     if cfg.soft_labels == "shared":
         shared = shared_labels(ctx, final, epochs)
-        if jobs and shared.epochs_done() < epochs:
+        done = distributed.broadcast(shared.epochs_done() if distributed.is_main() else None) if jobs else epochs
+        if done < epochs:  # rank 0 hashed the stored epochs once; every rank acts on its answer
             ctx.log(f"shared soft labels: the teacher on {epochs} epochs of crops of {len(final)} images "
                     f"({human(soft_label_bytes(cfg, len(final), ctx.num_classes))} in {Layout.SOFT_LABELS})")
             t = time.perf_counter()
             images, _, _ = synthetic_arrays(ctx.train, **final.loader_arguments())
             generate(shared, teacher, images, ctx.train.mean, ctx.train.std, ctx.device, cfg.amp,  # every rank
-                     batch=ctx.eval_batch, progress=ctx.progress)  # its share of the epochs
+                     batch=ctx.eval_batch, progress=ctx.progress, done=done)  # its share of the epochs
             distributed.barrier()
             run_dir.timings["soft_labels"] = round(time.perf_counter() - t, 3)
     if jobs:

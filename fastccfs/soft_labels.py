@@ -126,13 +126,14 @@ def epoch_sha256(arrays, epoch: int) -> str:
 
 
 def generate(labels: SharedLabels, teacher: torch.nn.Module, images: np.ndarray, mean, std, device, amp: str,
-             batch: int, progress: bool = True) -> None:
+             batch: int, progress: bool = True, done: int | None = None) -> None:
     """Compute the missing epochs of LABELS: the teacher on each epoch's shared crops of IMAGES (the final
     set, uint8 N×H×W×3, in its order), stored as it goes (a killed run resumes at the last epoch saved).
 
     Under torchrun every rank calls it and computes its share: in each round of world_size epochs, rank r
     the round's r-th, written into the same memory-mapped files; rank 0 records the round once every
-    rank's epochs are flushed (their hashes gathered). One process computes the same numbers alone."""
+    rank's epochs are flushed (their hashes gathered). One process computes the same numbers alone.
+    DONE: the epochs found intact (labels.epochs_done(), the same on every rank), when the caller has it."""
     from tqdm import tqdm
 
     from fastccfs import distributed
@@ -141,7 +142,8 @@ def generate(labels: SharedLabels, teacher: torch.nn.Module, images: np.ndarray,
     from fastccfs.precision import autocast_dtype
 
     main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
-    done = distributed.broadcast(labels.epochs_done() if main else None)  # one answer, rank 0's
+    if done is None:  # one answer, rank 0's (it hashes every stored epoch)
+        done = distributed.broadcast(labels.epochs_done() if main else None)
     hashes = (json.loads(labels.record_path.read_text()).get("epoch_sha256") or [])[:done] if done else []
     shape = (labels.epochs, labels.size, labels.kept)
     kind = np.int16 if labels.classes <= 32767 else np.int32

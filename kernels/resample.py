@@ -68,11 +68,11 @@ def pad_crop_flip_normalize(src, rows, offsets, flips, pad, scale, shift, out):
     n, h, w, _ = out.shape
     for b in prange(n):
         r = rows[b]
-        top, left = offsets[b, 0] - pad, offsets[b, 1] - pad
+        top, left, flip = offsets[b, 0] - pad, offsets[b, 1] - pad, flips[b]
         for oy in range(h):
             y = top + oy
             for ox in range(w):
-                x = left + (w - 1 - ox if flips[b] else ox)
+                x = left + (w - 1 - ox if flip else ox)
                 if y < 0 or y >= h or x < 0 or x >= w:
                     for c in range(3):
                         out[b, oy, ox, c] = shift[c]

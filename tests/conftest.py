@@ -36,6 +36,13 @@ def cifar_root(tmp_path_factory) -> Path:
     return root
 
 
+def quick_numba(folder: Path) -> dict:
+    """Environment for a child process whose numba compilation (FFCV's pipeline: ~10 s a process here) is
+    tested for what it does, not how fast it runs: LLVM optimises less, in a numba cache of its own (numba's
+    cache key does not record the optimisation level, so the project's kernels must not be cached from it)."""
+    return {"NUMBA_OPT": "0", "NUMBA_CACHE_DIR": str(folder / "numba")}
+
+
 @pytest.fixture(scope="session")
 def cifar_tar_gz(cifar_root, tmp_path_factory) -> Path:
     """A folder holding cifar-10-python.tar.gz as published (the batches folder inside), of cifar_root's batches;

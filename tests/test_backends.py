@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run
+from conftest import REPO, quick_numba, run
 from fastccfs.cli import main
 from fastccfs.errors import UserError
 from fastccfs.formats import convert_store, location
@@ -201,10 +201,7 @@ def small(demo_stores, tmp_path_factory):
 
 @pytest.mark.parametrize("backend", ["tensor", "torch", "ffcv", "dali"])
 def test_example_trains_with_every_backend(small, backend, tmp_path):
-    # FFCV compiles its pipeline with numba in every process (~10 s here); this checks that the example runs,
-    # not how fast, so LLVM optimises less (24 → 16 s), in a numba cache of its own: numba's cache key does
-    # not record the optimisation level, and the project's kernels must not be cached from this process.
-    quick = {"NUMBA_OPT": "0", "NUMBA_CACHE_DIR": str(tmp_path / "numba")} if backend == "ffcv" else {}
+    quick = quick_numba(tmp_path) if backend == "ffcv" else {}  # 24 → 16 s
     result = subprocess.run([sys.executable, str(REPO / "examples" / "train_with_fastccfs_loaders.py"), "small",
                              "--backend", backend, "--epochs", "1", "--cache", str(small)],
                             capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, **quick})

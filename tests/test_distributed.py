@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import FAST, REPO
+from conftest import FAST, REPO, quick_numba
 
 from fastccfs.loaders import make_loader
 from fastccfs.models import create_model
@@ -60,10 +60,9 @@ def test_sharded_inference_equals_one_process_for_every_backend(demo_stores, cac
     store = demo_stores["train"]
     if backend in ("ffcv", "dali"):
         convert_store(store, backend, progress=False)
-    if backend == "ffcv":  # the ranks compile FFCV's pipeline faster (tested: their order, not their speed), in
-        # a numba cache of their own (numba's cache key does not record the optimisation level)
-        monkeypatch.setenv("NUMBA_OPT", "0")
-        monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    if backend == "ffcv":  # the ranks' order is tested, not their speed
+        for name, value in quick_numba(tmp_path).items():
+            monkeypatch.setenv(name, value)
     _spawn(_predict_shard, tmp_path, str(store.path), backend, str(tmp_path / "out"))
     torch.manual_seed(0)
     model = create_model("convnet_bn", 10)

@@ -109,7 +109,7 @@ class Adapted:
 
     def __iter__(self):
         for x, *rest in self.loader:  # (x, y, idx) or, with weights, (x, y, idx, w)
-            if not x.is_contiguous(memory_format=self.memory_format):  # the backends produce channels_last
+            if not x.is_contiguous(memory_format=self.memory_format):  # a backend that wrote another layout
                 x = _relaid(x, self.memory_format)
             yield (x, *rest) if self.with_indices else (x, *rest[:1], *rest[2:])
 
